@@ -1,0 +1,1 @@
+# Board support (thermal zones, power sensors, GPIO) lands with the governor.

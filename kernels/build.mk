@@ -1,0 +1,11 @@
+obj-y += kernels/cpu.o kernels/kernels.o kernels/ref.o kernels/check.o
+obj-$(CONFIG_KERNEL_AVX2) += kernels/avx2.o
+obj-$(CONFIG_KERNEL_NEON) += kernels/neon.o
+obj-$(CONFIG_KERNEL_NEON_DOTPROD) += kernels/neon_dotprod.o
+obj-$(CONFIG_KERNEL_NEON_I8MM) += kernels/neon_i8mm.o
+
+# Only these files may use the newer instructions; the dispatch table keeps
+# them from running on a CPU without them.
+CFLAGS_avx2 := -mavx2 -mfma
+CFLAGS_neon_dotprod := -march=armv8.2-a+dotprod
+CFLAGS_neon_i8mm := -march=armv8.2-a+dotprod+i8mm

@@ -1,0 +1,76 @@
+/* The kernel dispatch table. The scalar backend (ref.c) is the
+ * specification: every other backend must return exactly what it returns,
+ * for every input, so results never depend on the board. */
+#ifndef NB_KERNELS_H
+#define NB_KERNELS_H
+
+#include "kernels/cpu.h"
+#include "runtime/kconfig.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest k a kernel accepts: 65536 * 128 * 128 = 2^30, so no int32 sum
+ * (total or partial, in any order) can overflow. Callers split longer rows. */
+#define NB_KERNEL_MAX_K 65536u
+
+struct nb_kernels {
+	const char *name;
+	unsigned requires; /* NB_CPU_* bits the backend executes */
+
+	/* sum(a[i] * b[i]), i < n <= NB_KERNEL_MAX_K, full int8 range. */
+	int32_t (*dot_i8)(const int8_t *a, const int8_t *b, size_t n);
+
+	/* c[i*n + j] = dot(a row i, b row j): a is m x k, b is n x k, both
+	 * row-major (b is the weight matrix, one output per row). */
+	void (*mm_i8)(int32_t *c, const int8_t *a, const int8_t *b, size_t m, size_t n, size_t k);
+};
+
+extern const struct nb_kernels nb_kernels_scalar;
+
+#if IS_ENABLED(CONFIG_KERNEL_AVX2)
+extern const struct nb_kernels nb_kernels_avx2;
+#define NB_KERNELS_AVX2 (&nb_kernels_avx2)
+#else
+#define NB_KERNELS_AVX2 NULL
+#endif
+
+#if IS_ENABLED(CONFIG_KERNEL_NEON)
+extern const struct nb_kernels nb_kernels_neon;
+#define NB_KERNELS_NEON (&nb_kernels_neon)
+#else
+#define NB_KERNELS_NEON NULL
+#endif
+
+#if IS_ENABLED(CONFIG_KERNEL_NEON_DOTPROD)
+extern const struct nb_kernels nb_kernels_neon_dotprod;
+int32_t nb_dot_i8_neon_dotprod(const int8_t *a, const int8_t *b, size_t n);
+#define NB_KERNELS_NEON_DOTPROD (&nb_kernels_neon_dotprod)
+#else
+#define NB_KERNELS_NEON_DOTPROD NULL
+#endif
+
+#if IS_ENABLED(CONFIG_KERNEL_NEON_I8MM)
+extern const struct nb_kernels nb_kernels_neon_i8mm;
+#define NB_KERNELS_NEON_I8MM (&nb_kernels_neon_i8mm)
+#else
+#define NB_KERNELS_NEON_I8MM NULL
+#endif
+
+/* Backends built into this binary, best first, the scalar one last. */
+size_t nb_kernels_count(void);
+const struct nb_kernels *nb_kernels_at(size_t i);
+
+bool nb_kernels_runs_on(const struct nb_kernels *k, const struct nb_cpu *cpu);
+
+/* The best backend this CPU runs, or the one named (NULL if that one is
+ * not built in or not supported here). name NULL = best. */
+const struct nb_kernels *nb_kernels_select(const struct nb_cpu *cpu, const char *name);
+
+/* Generic mm_i8 on top of a backend's dot_i8, for backends without a
+ * dedicated tile kernel. */
+void nb_mm_i8_by_dot(int32_t (*dot)(const int8_t *, const int8_t *, size_t), int32_t *c,
+		     const int8_t *a, const int8_t *b, size_t m, size_t n, size_t k);
+
+#endif

@@ -1,0 +1,54 @@
+/* Multi-call dispatch, busybox style: `nibble <applet> ...` or a link named
+ * after the applet. Each applet file defines one struct nb_applet; which
+ * ones exist is decided by Kconfig (the NULL stubs below). */
+#ifndef NB_APPLET_H
+#define NB_APPLET_H
+
+#include "runtime/kconfig.h"
+
+#include <stdio.h>
+
+struct nb_applet {
+	const char *name;
+	const char *summary; /* one line for `nibble --help` */
+	const char *usage;   /* full text for `nibble <applet> --help` */
+	/* Returns the exit status: 0 ok, 1 failure, 2 usage error. */
+	int (*main)(int argc, char **argv);
+};
+
+#define NB_EXIT_OK 0
+#define NB_EXIT_FAIL 1
+#define NB_EXIT_USAGE 2
+
+#if IS_ENABLED(CONFIG_APPLET_VERSION)
+extern const struct nb_applet nb_applet_version;
+#define NB_APPLET_VERSION (&nb_applet_version)
+#else
+#define NB_APPLET_VERSION NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_SELFTEST)
+extern const struct nb_applet nb_applet_selftest;
+#define NB_APPLET_SELFTEST (&nb_applet_selftest)
+#else
+#define NB_APPLET_SELFTEST NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_SHA256)
+extern const struct nb_applet nb_applet_sha256;
+#define NB_APPLET_SHA256 (&nb_applet_sha256)
+#else
+#define NB_APPLET_SHA256 NULL
+#endif
+
+/* NULL if no applet of that name is built in. */
+const struct nb_applet *nb_applet_find(const char *name);
+/* Calls fn for every built-in applet, in alphabetical order. */
+void nb_applet_foreach(void (*fn)(const struct nb_applet *a, void *arg), void *arg);
+/* Runs an applet; argv[0] is the applet name. Handles --help itself. */
+int nb_applet_run(const struct nb_applet *a, int argc, char **argv);
+
+/* From version.c: the version block of `nibble --version`. */
+void nb_version_print(FILE *out);
+
+#endif

@@ -1,0 +1,13 @@
+/* IS_ENABLED(CONFIG_X): 1 if the Kconfig bool is y, else 0, usable in plain
+ * C conditions so both branches are compiled and checked on every build.
+ * autoconf.h defines an enabled bool as 1 and leaves a disabled one out. */
+#ifndef NB_KCONFIG_H
+#define NB_KCONFIG_H
+
+#define NB__ARG_PLACEHOLDER_1 0,
+#define NB__TAKE_SECOND(ignored, val, ...) val
+#define NB__IS_DEFINED3(junk_or_placeholder) NB__TAKE_SECOND(junk_or_placeholder 1, 0, 0)
+#define NB__IS_DEFINED2(val) NB__IS_DEFINED3(NB__ARG_PLACEHOLDER_##val)
+#define IS_ENABLED(option) NB__IS_DEFINED2(option)
+
+#endif

@@ -1,0 +1,32 @@
+#!/bin/sh
+# The aarch64 board binaries under qemu-aarch64-static, on CPUs with and
+# without dotprod / i8mm: runtime dispatch must pick what the CPU has and
+# never execute an instruction it lacks (SIGILL).
+set -u
+. tests/lib.sh
+Q=qemu-aarch64-static
+
+for b in rpi4 rpi5 jetson-orin-nano; do
+	check_output "$b: static aarch64 binary" "ARM aarch64.*statically linked" file "build/t-$b/nibble"
+	check_output "$b: --version under qemu names the board" "board: +$b" $Q "build/t-$b/nibble" --version
+done
+
+# Raspberry Pi 4 (Cortex-A72): NEON only.
+check_output "rpi4 on cortex-a72: selftest passes, neon selected" \
+	"ok +kernels/neon +.*selected" $Q -cpu cortex-a72 build/t-rpi4/nibble selftest
+check_output "rpi4 build carries no dotprod kernels" "^features: " sh -c \
+	"$Q build/t-rpi4/nibble --version | grep -v KERNEL_NEON_DOTPROD"
+
+# One rpi5 binary on three CPUs: the dispatcher falls back cleanly.
+check_output "rpi5 binary on cortex-a72: no SIGILL, falls back to neon" \
+	"ok +kernels/neon +.*selected" $Q -cpu cortex-a72 build/t-rpi5/nibble selftest
+check_output "rpi5 binary on neoverse-n1: dotprod selected and equal to scalar" \
+	"ok +kernels/neon-dotprod +.*selected" $Q -cpu neoverse-n1 build/t-rpi5/nibble selftest
+check_output "rpi5 binary on cortex-a76: dotprod selected" \
+	"ok +kernels/neon-dotprod +.*selected" $Q -cpu cortex-a76 build/t-rpi5/nibble selftest
+check_output "rpi5 binary on max: i8mm selected, every backend equal to scalar" \
+	"selftest: 6 passed, 0 failed" $Q -cpu max build/t-rpi5/nibble selftest
+check_output "jetson binary on max: selftest passes" \
+	"ok +kernels/neon-i8mm +.*selected" $Q -cpu max build/t-jetson-orin-nano/nibble selftest
+check_output "jetson binary on cortex-a72: selftest passes" \
+	"selftest: [0-9]+ passed, 0 failed" $Q -cpu cortex-a72 build/t-jetson-orin-nano/nibble selftest

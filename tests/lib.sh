@@ -1,0 +1,42 @@
+# TAP helpers for the shell tests: each check prints "ok - ..." or
+# "not ok - ..." and tests/run.sh counts them.
+
+# check DESCRIPTION COMMAND...: ok if the command exits 0.
+check() {
+	_desc=$1
+	shift
+	if _out=$("$@" 2>&1); then
+		echo "ok - $_desc"
+	else
+		echo "not ok - $_desc"
+		printf '%s\n' "$_out" | tail -n 15 | sed 's/^/#   /'
+	fi
+}
+
+# check_output DESCRIPTION PATTERN COMMAND...: ok if it exits 0 and its
+# output (stdout + stderr) matches the extended regex PATTERN.
+check_output() {
+	_desc=$1 _pat=$2
+	shift 2
+	if _out=$("$@" 2>&1) && printf '%s\n' "$_out" | grep -Eq -- "$_pat"; then
+		echo "ok - $_desc"
+	else
+		echo "not ok - $_desc (wanted /$_pat/)"
+		printf '%s\n' "$_out" | tail -n 15 | sed 's/^/#   /'
+	fi
+}
+
+# check_fails DESCRIPTION STATUS PATTERN COMMAND...: ok if it exits with
+# exactly STATUS and its output matches PATTERN.
+check_fails() {
+	_desc=$1 _want=$2 _pat=$3
+	shift 3
+	_out=$("$@" 2>&1)
+	_got=$?
+	if [ "$_got" = "$_want" ] && printf '%s\n' "$_out" | grep -Eq -- "$_pat"; then
+		echo "ok - $_desc"
+	else
+		echo "not ok - $_desc (exit $_got, wanted $_want and /$_pat/)"
+		printf '%s\n' "$_out" | tail -n 15 | sed 's/^/#   /'
+	fi
+}

@@ -1,0 +1,1 @@
+# Host tools: importers, quantizers, signing, benchmarks.
