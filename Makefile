@@ -4,6 +4,7 @@
 #   make <board>_defconfig    start from board/<board>/defconfig
 #   make menuconfig | nconfig | olddefconfig | savedefconfig
 #   make O=dir ...            keep .config, objects and the binary in dir
+#   make run                  build, convert the bundled model, generate (PROMPT=...)
 #   make test                 install what is missing, build everything, run all tests
 #   make bench                benchmarks
 #
@@ -174,12 +175,15 @@ LDLIBS := -lcjson -lgpiod -lmbedtls -lmbedx509 -lmbedcrypto $(LDLIBS)
 obj-y :=
 include runtime/build.mk kernels/build.mk firmware/build.mk board/build.mk tools/build.mk
 
-OBJS := $(addprefix $(objtree)/obj/,$(sort $(obj-y)))
-MAIN_OBJ := $(objtree)/obj/runtime/main.o
+# Each build mode keeps its own objects: a tree built with SANITIZE=1 and
+# without must never link objects of the other compiler or flags.
+OBJDIR := $(objtree)/obj$(if $(filter 1,$(FUZZ)),-fuzz,$(if $(filter 1,$(SANITIZE)),-san))
+OBJS := $(addprefix $(OBJDIR)/,$(sort $(obj-y)))
+MAIN_OBJ := $(OBJDIR)/runtime/main.o
 LIB_OBJS := $(filter-out $(MAIN_OBJ),$(OBJS))
 GEN_FEATURES := $(objtree)/include/generated/features.h
 
-$(objtree)/obj/%.o: %.c $(AUTOCONF) $(TP_LIBS) Makefile
+$(OBJDIR)/%.o: %.c $(AUTOCONF) $(TP_LIBS) Makefile
 	$(call quiet_cc,CC,$<)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(CFLAGS_$(notdir $*)) -MMD -MP -c -o $@ $<
 
@@ -188,7 +192,7 @@ $(objtree)/obj/%.o: %.c $(AUTOCONF) $(TP_LIBS) Makefile
 # The revision changes with every commit: only version.o sees it.
 GIT_REV := $(shell git -C $(srctree) describe --always --dirty 2>/dev/null || echo unknown)
 CFLAGS_version := -DNB_VERSION='"$(VERSION)"' -DNB_GIT_REV='"$(GIT_REV)"'
-$(objtree)/obj/runtime/version.o: $(GEN_FEATURES) FORCE
+$(OBJDIR)/runtime/version.o: $(GEN_FEATURES) FORCE
 
 # Feature list for `nibble --version`: every enabled symbol of .config.
 $(GEN_FEATURES): $(AUTOCONF)
@@ -233,6 +237,24 @@ $(objtree)/fuzz/%: tests/fuzz/%.c $(LIB_OBJS) $(AUTOCONF)
 fuzz-targets: $(FUZZ_BINS)
 
 # ---------------------------------------------------------------------------
+# `make run`: the bundled model, converted to an image, generating a story.
+MODEL_DIR := models/stories260K
+MODEL_NIB := $(objtree)/models/stories260K.nib
+PROMPT ?= Once upon a time
+RUN_ARGS ?= -n 256 --seed 42
+# An aarch64 board build runs here under qemu.
+RUNNER := $(if $(and $(CONFIG_ARCH_AARCH64),$(filter x86_64,$(shell uname -m))),qemu-aarch64-static)
+
+$(MODEL_NIB): $(MODEL_DIR)/stories260K.bin $(MODEL_DIR)/tok512.bin $(BINARY)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(RUNNER) $(BINARY) convert $(MODEL_DIR)/stories260K.bin -t $(MODEL_DIR)/tok512.bin \
+		--license $(MODEL_DIR)/LICENSE -o $@
+
+.PHONY: run
+run: $(MODEL_NIB)
+	$(Q)$(RUNNER) $(BINARY) run -m $(MODEL_NIB) -p "$(PROMPT)" $(RUN_ARGS)
+
+# ---------------------------------------------------------------------------
 .PHONY: test bench check-static
 test: $(DEPS_STAMP)
 	$(Q)sh tests/run.sh
@@ -241,13 +263,14 @@ bench: $(DEPS_STAMP)
 	$(Q)sh tests/bench.sh
 
 clean:
-	rm -rf $(objtree)/obj $(objtree)/tests $(BINARY) $(BINARY).stripped
+	rm -rf $(objtree)/obj $(objtree)/obj-san $(objtree)/obj-fuzz $(objtree)/tests \
+		$(objtree)/fuzz $(BINARY) $(BINARY).stripped
 
 distclean:
 	rm -rf build .config .config.old defconfig nibble nibble.stripped
 
 help:
-	@sed -n '2,11s/^# \{0,1\}//p' Makefile
+	@sed -n '2,12s/^# \{0,1\}//p' Makefile
 	@echo "boards: $$(ls board | grep -v build.mk | tr '\n' ' ')"
 
 # `make O=dir SANITIZE=1 unit-foo` builds and runs tests/unit/test_foo.c alone.

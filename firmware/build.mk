@@ -1,1 +1,2 @@
 obj-y += firmware/digest.o
+obj-y += firmware/image.o

@@ -6,6 +6,7 @@ obj-$(CONFIG_KERNEL_NEON_I8MM) += kernels/neon_i8mm.o
 
 # Only these files may use the newer instructions; the dispatch table keeps
 # them from running on a CPU without them.
-CFLAGS_avx2 := -mavx2 -mfma
+CFLAGS_avx2 := -mavx2 -mf16c
 CFLAGS_neon_dotprod := -march=armv8.2-a+dotprod
 CFLAGS_neon_i8mm := -march=armv8.2-a+dotprod+i8mm
+obj-y += kernels/quant.o

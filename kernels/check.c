@@ -66,6 +66,116 @@ static void check_mm(const struct nb_kernels *kern, const int8_t *a, const int8_
 	}
 }
 
+/* Levels at random, or pinned at the ends of their range. */
+static void fill_levels(const struct nb_qinfo *qi, int8_t *q, uint8_t *z, size_t n, size_t nz,
+			enum fill how, struct nb_rng *rng)
+{
+	int lo = qi->bits == 8 ? -127 : qi->zero_point ? 0 : -8;
+	int hi = qi->bits == 8 ? 127 : qi->zero_point ? 15 : 7;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t x = nb_rng_next(rng);
+		q[i] = (int8_t)(how == FILL_MIN ? lo : how == FILL_MAX ? hi
+				: how == FILL_ALTERNATE ? ((i & 1) ? hi : lo)
+				: lo + (int)(x % (uint64_t)(hi - lo + 1)));
+	}
+	for (size_t i = 0; i < nz; i++)
+		z[i] = (uint8_t)(how == FILL_MIN ? 0 : how == FILL_MAX ? 15 : nb_rng_next(rng) % 16);
+}
+
+static float rand_float(struct nb_rng *rng, float scale)
+{
+	return scale * ((float)(int32_t)(nb_rng_next(rng) >> 40) / (float)(1 << 23));
+}
+
+struct mmq_case {
+	uint32_t type, rows, cols, m;
+	enum fill wfill, afill;
+};
+
+static int check_mmq_case(const struct nb_kernels *k, const struct mmq_case *c, struct nb_rng *rng,
+			  struct nb_check_result *r)
+{
+	const struct nb_qinfo *qi = nb_qinfo(c->type);
+	const uint32_t ng = (c->cols + qi->group - 1) / qi->group;
+	uint64_t bytes = 0;
+	int8_t *q = malloc((size_t)c->rows * c->cols);
+	uint8_t *z = malloc((size_t)c->rows * ng);
+	float *d = malloc((size_t)c->rows * ng * sizeof(float));
+	float *x = malloc((size_t)c->m * c->cols * sizeof(float));
+	float *want = malloc((size_t)c->m * c->rows * sizeof(float));
+	float *got = malloc((size_t)c->m * c->rows * sizeof(float));
+	void *w = NULL;
+	struct nb_qact a;
+	int ret = -NB_ENOMEM;
+
+	nb_qtensor_bytes(c->type, c->rows, c->cols, &bytes);
+	w = malloc(bytes);
+	if (!q || !z || !d || !x || !want || !got || !w || nb_qact_alloc(&a, c->m, c->cols, qi->group))
+		goto out;
+	fill_levels(qi, q, z, (size_t)c->rows * c->cols, (size_t)c->rows * ng, c->wfill, rng);
+	for (size_t i = 0; i < (size_t)c->rows * ng; i++)
+		d[i] = rand_float(rng, 0.05f) + (i % 7 == 0 ? 1e-3f : 0);
+	for (size_t i = 0; i < (size_t)c->m * c->cols; i++)
+		x[i] = c->afill == FILL_RANDOM ? rand_float(rng, 4.0f)
+		       : c->afill == FILL_MIN ? -3.0f : c->afill == FILL_MAX ? 3.0f
+		       : (i & 1) ? 2.5f : -2.5f;
+	nb_quant_pack(c->type, c->rows, c->cols, q, d, z, w);
+	nb_quant_act(&a, x, c->m, c->cols);
+	nb_mm_q_ref(want, c->rows, &a, c->type, w, c->rows, 0, c->rows);
+	memset(got, 0x7f, (size_t)c->m * c->rows * sizeof(float));
+	/* Split the rows in two calls at a quad boundary, as threads do. */
+	{
+		uint64_t mid = (c->rows / 2) & ~(uint64_t)(NB_QROWS - 1);
+		k->mm_q(got, c->rows, &a, c->type, w, c->rows, 0, mid);
+		k->mm_q(got, c->rows, &a, c->type, w, c->rows, mid, c->rows);
+	}
+	r->cases++;
+	if (memcmp(got, want, (size_t)c->m * c->rows * sizeof(float)) != 0) {
+		for (size_t i = 0; i < (size_t)c->m * c->rows; i++) {
+			if (memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+				if (r->mismatches++ == 0)
+					snprintf(r->first, sizeof(r->first),
+						 "mm_q %s rows=%u cols=%u m=%u at %zu: got %.9g, want %.9g",
+						 qi->name, c->rows, c->cols, c->m, i, (double)got[i],
+						 (double)want[i]);
+				break;
+			}
+		}
+	}
+	ret = 0;
+	nb_qact_free(&a);
+out:
+	free(q);
+	free(z);
+	free(d);
+	free(x);
+	free(want);
+	free(got);
+	free(w);
+	return ret;
+}
+
+/* Every quantized type, shapes with row and column tails (172 = 5 groups
+ * of 32 + 12; 1, 5, 17 rows), batches of 1..5 activation rows. */
+static int check_mmq(const struct nb_kernels *k, struct nb_rng *rng, struct nb_check_result *r)
+{
+	static const uint32_t shapes[][2] = { { 4, 32 },  { 1, 32 },   { 5, 64 },  { 8, 96 },
+					      { 17, 172 }, { 12, 256 }, { 3, 128 }, { 36, 2048 } };
+	static const uint32_t ms[] = { 1, 2, 5 };
+
+	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
+		for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+			for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++)
+				for (int f = 0; f < FILL_COUNT; f++) {
+					struct mmq_case c = { t, shapes[s][0], shapes[s][1], ms[mi],
+							      (enum fill)f, (enum fill)((f + mi) % FILL_COUNT) };
+					if (check_mmq_case(k, &c, rng, r))
+						return -NB_ENOMEM;
+				}
+	return 0;
+}
+
 int nb_check_backend(const struct nb_kernels *k, uint64_t seed, struct nb_check_result *r)
 {
 	const size_t max_rows = 8, max_k = NB_KERNEL_MAX_K;
@@ -95,7 +205,9 @@ int nb_check_backend(const struct nb_kernels *k, uint64_t seed, struct nb_check_
 			}
 		}
 	}
-	ret = r->mismatches ? -NB_ESELFTEST : 0;
+	ret = check_mmq(k, &rng, r);
+	if (!ret)
+		ret = r->mismatches ? -NB_ESELFTEST : 0;
 out:
 	free(a);
 	free(b);

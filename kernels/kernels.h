@@ -5,6 +5,7 @@
 #define NB_KERNELS_H
 
 #include "kernels/cpu.h"
+#include "kernels/quant.h"
 #include "runtime/kconfig.h"
 
 #include <stdbool.h>
@@ -25,6 +26,15 @@ struct nb_kernels {
 	/* c[i*n + j] = dot(a row i, b row j): a is m x k, b is n x k, both
 	 * row-major (b is the weight matrix, one output per row). */
 	void (*mm_i8)(int32_t *c, const int8_t *a, const int8_t *b, size_t m, size_t n, size_t k);
+
+	/* Quantized matrix product: out[i * ldo + r] = sum_k a[i][k] w[r][k]
+	 * for activation rows i < a->m and weight rows r0 <= r < r1 (r0 a
+	 * multiple of NB_QROWS). w is a {rows, a->k} matrix of a kernels/quant.h
+	 * type whose group is a->group. Each output is computed wholly by one
+	 * call, in the order kernels/quant.h defines, so splitting rows across
+	 * threads or batching activations never changes a result. */
+	void (*mm_q)(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
+		     const void *w, uint64_t rows, uint64_t r0, uint64_t r1);
 };
 
 extern const struct nb_kernels nb_kernels_scalar;
@@ -67,6 +77,11 @@ bool nb_kernels_runs_on(const struct nb_kernels *k, const struct nb_cpu *cpu);
 /* The best backend this CPU runs, or the one named (NULL if that one is
  * not built in or not supported here). name NULL = best. */
 const struct nb_kernels *nb_kernels_select(const struct nb_cpu *cpu, const char *name);
+
+/* The scalar quantized matmul (the specification), for backends that have
+ * no kernel of their own for a type. */
+void nb_mm_q_ref(float *out, size_t ldo, const struct nb_qact *a, uint32_t type, const void *w,
+		 uint64_t rows, uint64_t r0, uint64_t r1);
 
 /* Generic mm_i8 on top of a backend's dot_i8, for backends without a
  * dedicated tile kernel. */

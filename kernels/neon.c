@@ -34,4 +34,5 @@ const struct nb_kernels nb_kernels_neon = {
 	.requires = NB_CPU_NEON,
 	.dot_i8 = dot_i8_neon,
 	.mm_i8 = mm_i8_neon,
+	.mm_q = nb_mm_q_ref, /* no NEON quantized kernel yet: the reference */
 };

@@ -54,4 +54,5 @@ const struct nb_kernels nb_kernels_neon_i8mm = {
 	.requires = NB_CPU_NEON | NB_CPU_DOTPROD | NB_CPU_I8MM,
 	.dot_i8 = nb_dot_i8_neon_dotprod,
 	.mm_i8 = mm_i8_neon_i8mm,
+	.mm_q = nb_mm_q_ref, /* no NEON quantized kernel yet: the reference */
 };

@@ -4,6 +4,10 @@
 
 /* Alphabetical: --help lists them in this order. */
 static const struct nb_applet *const nb_applets[] = {
+	NB_APPLET_BENCH,
+	NB_APPLET_CONVERT,
+	NB_APPLET_INSPECT,
+	NB_APPLET_RUN,
 	NB_APPLET_SELFTEST,
 	NB_APPLET_SHA256,
 	NB_APPLET_VERSION,
@@ -24,7 +28,7 @@ void nb_applet_foreach(void (*fn)(const struct nb_applet *a, void *arg), void *a
 			fn(nb_applets[i], arg);
 }
 
-int nb_applet_run(const struct nb_applet *a, int argc, char **argv)
+int nb_applet_exec(const struct nb_applet *a, int argc, char **argv)
 {
 	if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		printf("%s", a->usage);

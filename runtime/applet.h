@@ -41,14 +41,43 @@ extern const struct nb_applet nb_applet_sha256;
 #define NB_APPLET_SHA256 NULL
 #endif
 
+#if IS_ENABLED(CONFIG_APPLET_RUN)
+extern const struct nb_applet nb_applet_run;
+#define NB_APPLET_RUN (&nb_applet_run)
+#else
+#define NB_APPLET_RUN NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_INSPECT)
+extern const struct nb_applet nb_applet_inspect;
+#define NB_APPLET_INSPECT (&nb_applet_inspect)
+#else
+#define NB_APPLET_INSPECT NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_BENCH)
+extern const struct nb_applet nb_applet_bench;
+#define NB_APPLET_BENCH (&nb_applet_bench)
+#else
+#define NB_APPLET_BENCH NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_CONVERT)
+extern const struct nb_applet nb_applet_convert;
+#define NB_APPLET_CONVERT (&nb_applet_convert)
+#else
+#define NB_APPLET_CONVERT NULL
+#endif
+
 /* NULL if no applet of that name is built in. */
 const struct nb_applet *nb_applet_find(const char *name);
 /* Calls fn for every built-in applet, in alphabetical order. */
 void nb_applet_foreach(void (*fn)(const struct nb_applet *a, void *arg), void *arg);
 /* Runs an applet; argv[0] is the applet name. Handles --help itself. */
-int nb_applet_run(const struct nb_applet *a, int argc, char **argv);
+int nb_applet_exec(const struct nb_applet *a, int argc, char **argv);
 
 /* From version.c: the version block of `nibble --version`. */
 void nb_version_print(FILE *out);
+const char *nb_version_string(void);
 
 #endif

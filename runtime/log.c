@@ -15,8 +15,8 @@ static const char *const nb_log_names[] = { "error", "warn", "info", "debug" };
 
 void nb_log_set_level(int level)
 {
-	if (level < NB_LOG_ERROR)
-		level = NB_LOG_ERROR;
+	if (level < NB_LOG_SILENT)
+		level = NB_LOG_SILENT;
 	if (level > NB_LOG_DEBUG)
 		level = NB_LOG_DEBUG;
 	atomic_store_explicit(&nb_log_level, level, memory_order_relaxed);

@@ -5,6 +5,7 @@
 #define NB_LOG_H
 
 enum nb_log_level {
+	NB_LOG_SILENT = -1, /* nothing at all: fuzzers, tests of rejected input */
 	NB_LOG_ERROR = 0,
 	NB_LOG_WARN = 1,
 	NB_LOG_INFO = 2,

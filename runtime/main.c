@@ -85,7 +85,7 @@ int main(int argc, char **argv)
 
 	a = nb_applet_find(base_name(argc > 0 ? argv[0] : "nibble"));
 	if (a)
-		return nb_applet_run(a, argc, argv);
+		return nb_applet_exec(a, argc, argv);
 
 	while (argc > 1 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "-q") == 0)) {
 		nb_log_set_level(nb_log_get_level() + (argv[1][1] == 'v' ? 1 : -1));
@@ -120,5 +120,5 @@ int main(int argc, char **argv)
 		nb_err("unknown applet '%s' (try `nibble --help`)", argv[1]);
 		return NB_EXIT_USAGE;
 	}
-	return nb_applet_run(a, argc - 1, argv + 1);
+	return nb_applet_exec(a, argc - 1, argv + 1);
 }

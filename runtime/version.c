@@ -11,6 +11,11 @@
 #define NB_GIT_REV "unknown"
 #endif
 
+const char *nb_version_string(void)
+{
+	return NB_VERSION;
+}
+
 void nb_version_print(FILE *out)
 {
 	struct nb_cpu cpu;

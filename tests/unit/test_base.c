@@ -39,7 +39,7 @@ static void test_log_levels(void **state)
 	nb_log_set_level(99);
 	assert_int_equal(nb_log_get_level(), NB_LOG_DEBUG);
 	nb_log_set_level(-5);
-	assert_int_equal(nb_log_get_level(), NB_LOG_ERROR);
+	assert_int_equal(nb_log_get_level(), NB_LOG_SILENT);
 	nb_log_set_level(NB_LOG_INFO);
 }
 

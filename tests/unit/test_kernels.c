@@ -9,6 +9,7 @@
 #include "runtime/err.h"
 
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 static void test_every_runnable_backend_equals_scalar(void **state)
@@ -95,6 +96,89 @@ static void test_cpu_describe(void **state)
 	assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
 }
 
+/* The reference quantized matmul computes sum_k w[r][k] a[i][k] of the
+ * dequantized weights and activations: checked against double precision. */
+static void test_mm_q_semantics(void **state)
+{
+	enum { ROWS = 9, COLS = 300, M = 3 };
+	struct nb_rng rng = { 7 };
+	float w[ROWS * COLS], x[M * COLS], wr[COLS], out[M * ROWS];
+	uint8_t packed[ROWS * COLS * 2];
+	struct nb_qact a;
+	(void)state;
+
+	for (size_t i = 0; i < ROWS * COLS; i++)
+		w[i] = (float)((int64_t)(nb_rng_next(&rng) % 20001) - 10000) / 7000.0f;
+	for (size_t i = 0; i < M * COLS; i++)
+		x[i] = (float)((int64_t)(nb_rng_next(&rng) % 20001) - 10000) / 3000.0f;
+	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++) {
+		const struct nb_qinfo *qi = nb_qinfo(t);
+		uint64_t bytes;
+		assert_int_equal(nb_qtensor_bytes(t, ROWS, COLS, &bytes), 0);
+		assert_true(bytes <= sizeof(packed));
+		assert_int_equal(nb_quantize_rtn(t, w, ROWS, COLS, packed), 0);
+		assert_int_equal(nb_qact_alloc(&a, M, COLS, qi->group), 0);
+		nb_quant_act(&a, x, M, COLS);
+		nb_mm_q_ref(out, ROWS, &a, t, packed, ROWS, 0, ROWS);
+		for (uint32_t r = 0; r < ROWS; r++) {
+			nb_quant_dequant_row(t, packed, COLS, r, wr);
+			for (uint32_t i = 0; i < M; i++) {
+				double want = 0, mag = 0;
+				for (uint32_t k = 0; k < COLS; k++) {
+					double av = (double)a.d[i * (a.kp / qi->group) + k / qi->group] *
+						    a.q[i * a.kp + k];
+					want += (double)wr[k] * av;
+					mag += fabs((double)wr[k] * av);
+				}
+				if (fabs(out[i * ROWS + r] - want) > 1e-5 * mag + 1e-6)
+					fail_msg("%s r=%u i=%u: %g vs %g", qi->name, r, i,
+						 (double)out[i * ROWS + r], want);
+			}
+		}
+		nb_qact_free(&a);
+	}
+}
+
+/* Activation quantization: per block scale max|x|/127, levels within
+ * -127..127, zero blocks stay zero, and the block sums are right. */
+static void test_quant_act(void **state)
+{
+	const float x[40] = { 1.0f, -2.0f, 0.5f, 127.0f, -127.0f, 3.3f, [32] = 0.0f };
+	struct nb_qact a;
+	int32_t sum = 0;
+	(void)state;
+
+	assert_int_equal(nb_qact_alloc(&a, 1, 40, 32), 0);
+	nb_quant_act(&a, x, 1, 40);
+	assert_int_equal(a.kp, 64);
+	assert_true(a.d[0] == 127.0f / 127.0f);
+	assert_int_equal(a.q[3], 127);
+	assert_int_equal(a.q[4], -127);
+	assert_int_equal(a.q[1], -2);
+	assert_int_equal(a.q[2], 1); /* 0.5 rounds half away from zero */
+	for (int j = 0; j < 32; j++)
+		sum += a.q[j];
+	assert_int_equal(a.sum[0], sum);
+	assert_true(a.d[1] == 0.0f);
+	for (int j = 32; j < 64; j++)
+		assert_int_equal(a.q[j], 0);
+	nb_qact_free(&a);
+}
+
+/* f16 conversion: exact round trips, round-to-nearest-even, subnormals. */
+static void test_f16(void **state)
+{
+	(void)state;
+	for (uint32_t h = 0; h < 0x7c00; h++)
+		assert_int_equal(nb_f32_to_f16(nb_f16_to_f32((nb_f16)h)), h);
+	assert_true(nb_f16_to_f32(0x3c00) == 1.0f);
+	assert_true(nb_f16_to_f32(0x0001) == 5.9604644775390625e-8f);
+	assert_int_equal(nb_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00);      /* tie to even */
+	assert_int_equal(nb_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);      /* tie to even */
+	assert_int_equal(nb_f32_to_f16(65520.0f), 0x7c00);               /* overflow: inf */
+	assert_int_equal(nb_f32_to_f16(-0.0f), 0x8000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -104,6 +188,9 @@ int main(void)
 		cmocka_unit_test(test_select_falls_back_to_scalar),
 		cmocka_unit_test(test_select_prefers_best_supported),
 		cmocka_unit_test(test_cpu_describe),
+		cmocka_unit_test(test_mm_q_semantics),
+		cmocka_unit_test(test_quant_act),
+		cmocka_unit_test(test_f16),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

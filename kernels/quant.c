@@ -1,0 +1,326 @@
+#include "kernels/quant.h"
+#include "runtime/err.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct nb_qinfo qinfo[] = {
+	[NB_QTYPE_Q4_G32 - NB_QTYPE_MIN] = { "q4_g32", 32, sizeof(struct nb_q4_g32), 4, 0 },
+	[NB_QTYPE_Q4_G128 - NB_QTYPE_MIN] = { "q4_g128", 128, sizeof(struct nb_q4_g128), 4, 0 },
+	[NB_QTYPE_Q4Z_G32 - NB_QTYPE_MIN] = { "q4z_g32", 32, sizeof(struct nb_q4z_g32), 4, 1 },
+	[NB_QTYPE_Q4Z_G128 - NB_QTYPE_MIN] = { "q4z_g128", 128, sizeof(struct nb_q4z_g128), 4, 1 },
+	[NB_QTYPE_Q8_G32 - NB_QTYPE_MIN] = { "q8_g32", 32, sizeof(struct nb_q8_g32), 8, 0 },
+};
+
+const struct nb_qinfo *nb_qinfo(uint32_t type)
+{
+	if (type < NB_QTYPE_MIN || type > NB_QTYPE_MAX)
+		return NULL;
+	return &qinfo[type - NB_QTYPE_MIN];
+}
+
+int nb_qtensor_bytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t *bytes)
+{
+	const struct nb_qinfo *qi = nb_qinfo(type);
+	uint64_t quads, groups, blocks;
+
+	if (!qi)
+		return -NB_ENOTSUP;
+	if (rows == 0 || cols == 0 || rows > (1ull << 32) || cols > (1ull << 32))
+		return -NB_ERANGE;
+	quads = (rows + NB_QROWS - 1) / NB_QROWS;
+	groups = (cols + qi->group - 1) / qi->group;
+	if (__builtin_mul_overflow(quads, groups, &blocks) ||
+	    __builtin_mul_overflow(blocks, qi->block_size, bytes))
+		return -NB_ERANGE;
+	return 0;
+}
+
+float nb_f16_to_f32(nb_f16 h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+	uint32_t bits;
+	float f;
+
+	if (exp == 0x1f) {
+		bits = sign | 0x7f800000 | (man << 13);
+	} else if (exp != 0) {
+		bits = sign | ((exp + 112) << 23) | (man << 13);
+	} else if (man == 0) {
+		bits = sign;
+	} else { /* subnormal: normalize */
+		exp = 113;
+		while (!(man & 0x400)) {
+			man <<= 1;
+			exp--;
+		}
+		bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
+	}
+	memcpy(&f, &bits, sizeof(f));
+	return f;
+}
+
+nb_f16 nb_f32_to_f16(float f)
+{
+	uint32_t bits, sign, man;
+	int32_t exp;
+
+	memcpy(&bits, &f, sizeof(bits));
+	sign = (bits >> 16) & 0x8000;
+	exp = (int32_t)((bits >> 23) & 0xff) - 127 + 15;
+	man = bits & 0x7fffff;
+	if (((bits >> 23) & 0xff) == 0xff)
+		return (nb_f16)(sign | 0x7c00 | (man ? 0x200 : 0));
+	if (exp >= 0x1f)
+		return (nb_f16)(sign | 0x7c00);
+	if (exp <= 0) { /* subnormal or zero: shift in the implicit bit, round even */
+		uint32_t shift = (uint32_t)(14 - exp), m = man | 0x800000, half, rest;
+		if (shift > 24)
+			return (nb_f16)sign;
+		half = 1u << (shift - 1);
+		rest = m & ((1u << shift) - 1);
+		m >>= shift;
+		if (rest > half || (rest == half && (m & 1)))
+			m++;
+		return (nb_f16)(sign | m);
+	}
+	{
+		uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13), rest = man & 0x1fff;
+		if (rest > 0x1000 || (rest == 0x1000 && (h & 1)))
+			h++; /* may carry into the exponent, up to inf: correct */
+		return (nb_f16)h;
+	}
+}
+
+float nb_f16_round(float f)
+{
+	return nb_f16_to_f32(nb_f32_to_f16(f));
+}
+
+int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group)
+{
+	uint32_t kp = (k + group - 1) / group * group;
+
+	memset(a, 0, sizeof(*a));
+	a->q = aligned_alloc(64, ((size_t)m * kp + 63) & ~(size_t)63);
+	a->d = malloc((size_t)m * (kp / group) * sizeof(float));
+	a->sum = malloc((size_t)m * (kp / group) * sizeof(int32_t));
+	if (!a->q || !a->d || !a->sum) {
+		nb_qact_free(a);
+		return -NB_ENOMEM;
+	}
+	a->k = k;
+	a->kp = kp;
+	a->group = group;
+	a->cap = (uint64_t)m * kp;
+	return 0;
+}
+
+void nb_qact_free(struct nb_qact *a)
+{
+	free(a->q);
+	free(a->d);
+	free(a->sum);
+	memset(a, 0, sizeof(*a));
+}
+
+/* Half away from zero, without libm (same result on every C library). */
+static int32_t round_away(float x)
+{
+	return x >= 0 ? (int32_t)(x + 0.5f) : -(int32_t)(-x + 0.5f);
+}
+
+void nb_quant_act(struct nb_qact *a, const float *x, uint32_t m, uint32_t k)
+{
+	const uint32_t G = a->group, ng = (k + G - 1) / G;
+
+	a->m = m;
+	a->k = k;
+	a->kp = ng * G;
+	for (uint32_t i = 0; i < m; i++) {
+		for (uint32_t g = 0; g < ng; g++) {
+			const float *xs = x + (size_t)i * k + (size_t)g * G;
+			int8_t *q = a->q + (size_t)i * a->kp + (size_t)g * G;
+			uint32_t n = k - g * G < G ? k - g * G : G;
+			float amax = 0, d;
+			int32_t sum = 0;
+
+			for (uint32_t j = 0; j < n; j++)
+				amax = fabsf(xs[j]) > amax ? fabsf(xs[j]) : amax;
+			d = amax / 127.0f;
+			for (uint32_t j = 0; j < G; j++) {
+				int32_t v = 0;
+				if (j < n && d > 0) {
+					v = round_away(xs[j] / d);
+					v = v > 127 ? 127 : v < -127 ? -127 : v;
+				}
+				q[j] = (int8_t)v;
+				sum += v;
+			}
+			a->d[(size_t)i * ng + g] = d;
+			a->sum[(size_t)i * ng + g] = sum;
+		}
+	}
+}
+
+/* Address of the block of (quad, group) and its row-in-quad layout. */
+static uint8_t *block_at(const struct nb_qinfo *qi, void *data, uint64_t quad, uint64_t g,
+			 uint64_t ngroups)
+{
+	return (uint8_t *)data + (quad * ngroups + g) * qi->block_size;
+}
+
+/* Offsets inside a block: scales at 0, zero points (if any) at 8, levels after. */
+static size_t qs_offset(const struct nb_qinfo *qi)
+{
+	return qi->zero_point ? 12 : 8;
+}
+
+static void pack_levels(const struct nb_qinfo *qi, uint8_t *qs, const int8_t *q, uint64_t n,
+			uint8_t fill)
+{
+	const uint32_t G = qi->group;
+
+	if (qi->bits == 8) {
+		for (uint32_t j = 0; j < G; j++)
+			qs[j] = j < n ? (uint8_t)q[j] : 0;
+		return;
+	}
+	for (uint32_t j = 0; j < G / 2; j++) {
+		uint8_t lo = j < n ? (uint8_t)(q[j] + (qi->zero_point ? 0 : 8)) : fill;
+		uint8_t hi = j + G / 2 < n ? (uint8_t)(q[j + G / 2] + (qi->zero_point ? 0 : 8)) : fill;
+		qs[j] = (uint8_t)((lo & 15) | (hi << 4));
+	}
+}
+
+int nb_quant_pack(uint32_t type, uint64_t rows, uint64_t cols, const int8_t *q, const float *d,
+		  const uint8_t *z, void *out)
+{
+	const struct nb_qinfo *qi = nb_qinfo(type);
+	uint64_t bytes, ng, quads;
+	size_t row_bytes;
+
+	if (!qi || nb_qtensor_bytes(type, rows, cols, &bytes))
+		return -NB_EINVAL;
+	memset(out, 0, bytes);
+	ng = (cols + qi->group - 1) / qi->group;
+	quads = (rows + NB_QROWS - 1) / NB_QROWS;
+	row_bytes = qi->bits == 8 ? qi->group : qi->group / 2;
+	for (uint64_t quad = 0; quad < quads; quad++) {
+		for (uint64_t g = 0; g < ng; g++) {
+			uint8_t *b = block_at(qi, out, quad, g, ng);
+			for (uint32_t rr = 0; rr < NB_QROWS; rr++) {
+				uint64_t r = quad * NB_QROWS + rr, c0 = g * qi->group;
+				uint8_t zr = 0, fill;
+				nb_f16 h = 0;
+				if (r < rows) {
+					h = nb_f32_to_f16(d[r * ng + g]);
+					zr = z ? z[r * ng + g] & 15 : 0;
+				}
+				memcpy(b + 2 * rr, &h, 2);
+				if (qi->zero_point)
+					b[8 + rr / 2] |= (uint8_t)(rr & 1 ? zr << 4 : zr);
+				/* Padding is level 0: nibble 8 symmetric, z for zero point. */
+				fill = qi->zero_point ? zr : 8;
+				pack_levels(qi, b + qs_offset(qi) + rr * row_bytes,
+					    r < rows ? q + r * cols + c0 : NULL,
+					    r < rows ? (cols - c0 < qi->group ? cols - c0 : qi->group) : 0,
+					    fill);
+			}
+		}
+	}
+	return 0;
+}
+
+void nb_quant_dequant_row(uint32_t type, const void *data, uint64_t cols, uint64_t r, float *out)
+{
+	const struct nb_qinfo *qi = nb_qinfo(type);
+	const uint64_t ng = (cols + qi->group - 1) / qi->group, quad = r / NB_QROWS;
+	const uint32_t rr = (uint32_t)(r % NB_QROWS), G = qi->group;
+	const size_t row_bytes = qi->bits == 8 ? G : G / 2;
+
+	for (uint64_t g = 0; g < ng; g++) {
+		const uint8_t *b = block_at(qi, (void *)data, quad, g, ng);
+		const uint8_t *qs = b + qs_offset(qi) + rr * row_bytes;
+		nb_f16 h;
+		int32_t z = qi->zero_point ? (b[8 + rr / 2] >> (rr & 1 ? 4 : 0)) & 15 : 8;
+		float d;
+
+		memcpy(&h, b + 2 * rr, 2);
+		d = nb_f16_to_f32(h);
+		for (uint32_t j = 0; j < G && g * G + j < cols; j++) {
+			int32_t v;
+			if (qi->bits == 8)
+				v = (int8_t)qs[j];
+			else
+				v = (j < G / 2 ? qs[j] & 15 : qs[j - G / 2] >> 4) - z;
+			out[g * G + j] = d * (float)v;
+		}
+	}
+}
+
+static void rtn_group(const struct nb_qinfo *qi, const float *w, uint32_t n, int8_t *q,
+		      float *d_out, uint8_t *z_out)
+{
+	float d = 0, lo = 0, hi = 0, m = 0;
+	int32_t z = 0, qmin, qmax;
+
+	for (uint32_t j = 0; j < n; j++) {
+		lo = w[j] < lo ? w[j] : lo;
+		hi = w[j] > hi ? w[j] : hi;
+		m = fabsf(w[j]) > fabsf(m) ? w[j] : m;
+	}
+	if (qi->zero_point) {
+		d = nb_f16_round((hi - lo) / 15.0f);
+		z = d > 0 ? round_away(-lo / d) : 0;
+		z = z < 0 ? 0 : z > 15 ? 15 : z;
+		qmin = 0;
+		qmax = 15;
+	} else if (qi->bits == 4) {
+		d = nb_f16_round(m / -8.0f);
+		qmin = -8;
+		qmax = 7;
+	} else {
+		d = nb_f16_round(fabsf(m) / 127.0f);
+		qmin = -127;
+		qmax = 127;
+	}
+	for (uint32_t j = 0; j < n; j++) {
+		int32_t v = d != 0 ? round_away(w[j] / d) + z : z;
+		q[j] = (int8_t)(v < qmin ? qmin : v > qmax ? qmax : v);
+	}
+	*d_out = d;
+	*z_out = (uint8_t)z;
+}
+
+int nb_quantize_rtn(uint32_t type, const float *w, uint64_t rows, uint64_t cols, void *out)
+{
+	const struct nb_qinfo *qi = nb_qinfo(type);
+	uint64_t ng;
+	int8_t *q;
+	float *d;
+	uint8_t *z;
+	int ret = -NB_ENOMEM;
+
+	if (!qi)
+		return -NB_EINVAL;
+	ng = (cols + qi->group - 1) / qi->group;
+	q = malloc(rows * cols);
+	d = malloc(rows * ng * sizeof(float));
+	z = malloc(rows * ng);
+	if (q && d && z) {
+		for (uint64_t r = 0; r < rows; r++)
+			for (uint64_t g = 0; g < ng; g++) {
+				uint64_t c0 = g * qi->group;
+				uint32_t n = (uint32_t)(cols - c0 < qi->group ? cols - c0 : qi->group);
+				rtn_group(qi, w + r * cols + c0, n, q + r * cols + c0, &d[r * ng + g],
+					  &z[r * ng + g]);
+			}
+		ret = nb_quant_pack(type, rows, cols, q, d, z, out);
+	}
+	free(q);
+	free(d);
+	free(z);
+	return ret;
+}

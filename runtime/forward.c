@@ -1,0 +1,649 @@
+/* Forward pass of the Llama architecture (llama2.c run.c order) over a
+ * batch of rows: RMSNorm, attention with RoPE and grouped-query heads,
+ * SwiGLU MLP. The matrix products -- nearly all of the time -- run on the
+ * thread pool through the kernel dispatch table; attention is split over
+ * (row, head); the rest is cheap and runs on the calling thread. */
+#include "runtime/forward.h"
+
+#include "kernels/kernels.h"
+#include "runtime/err.h"
+#include "runtime/log.h"
+#include "runtime/pool.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_BATCH 64
+
+/* ---- building blocks ---------------------------------------------------- */
+
+/* Float reference dot product. Four interleaved partial sums (i mod 4),
+ * combined as (s0 + s1) + (s2 + s3): a fixed order the compiler may not
+ * change without -ffast-math, so the result does not depend on it. */
+static float dot(const float *a, const float *b, size_t n)
+{
+	float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+	size_t i;
+
+	for (i = 0; i + 4 <= n; i += 4) {
+		s0 += a[i] * b[i];
+		s1 += a[i + 1] * b[i + 1];
+		s2 += a[i + 2] * b[i + 2];
+		s3 += a[i + 3] * b[i + 3];
+	}
+	for (; i < n; i++)
+		s0 += a[i] * b[i];
+	return (s0 + s1) + (s2 + s3);
+}
+
+/* out[dim] = row token of the embedding table {vocab, dim}. */
+static void embed(float *out, const struct nb_tensor *e, int32_t token)
+{
+	size_t dim = (size_t)e->shape[1];
+
+	if (e->type == NB_DTYPE_F32)
+		memcpy(out, (const float *)e->data + (size_t)token * dim, dim * sizeof(*out));
+	else
+		nb_quant_dequant_row(e->type, e->data, dim, (uint64_t)token, out);
+}
+
+/* out[n] = x[n] / rms(x) * w[n]; out may alias x. */
+static void rmsnorm(float *out, const float *x, const struct nb_tensor *w, size_t n, float eps)
+{
+	const float *wf = w->data; /* norm weights are always float32 */
+	float ss = dot(x, x, n) / (float)n + eps;
+	float scale = 1.0f / sqrtf(ss);
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		out[i] = wf[i] * (scale * x[i]);
+}
+
+static void softmax(float *x, size_t n)
+{
+	float max = x[0], sum = 0.0f;
+	size_t i;
+
+	for (i = 1; i < n; i++)
+		if (x[i] > max)
+			max = x[i];
+	for (i = 0; i < n; i++) {
+		x[i] = expf(x[i] - max);
+		sum += x[i];
+	}
+	for (i = 0; i < n; i++)
+		x[i] /= sum;
+}
+
+static void add(float *x, const float *y, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		x[i] += y[i];
+}
+
+/* gate[n] = silu(gate) * up */
+static void swiglu(float *gate, const float *up, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* ---- matrix products ---------------------------------------------------- */
+
+/* out[i][r] = w[r] . x[i] for the rows of up to three weights that share
+ * one input (q/k/v, gate/up), in one pool run. */
+struct matmul_job {
+	float *out;               /* [m][rows] */
+	const struct nb_tensor *w;
+};
+
+struct matmul {
+	struct nb_fwd *f;
+	const float *x;           /* [m][cols] float input (F32 weights) */
+	const struct nb_qact *a;  /* the same, quantized (quantized weights) */
+	uint32_t m, n_jobs;
+	struct matmul_job jobs[3];
+};
+
+static void matmul_rows_f32(const struct matmul *mm, const struct matmul_job *j, uint64_t r0,
+			    uint64_t r1)
+{
+	const size_t rows = (size_t)j->w->shape[0], cols = (size_t)j->w->shape[1];
+	const float *wf = j->w->data;
+
+	for (uint32_t i = 0; i < mm->m; i++)
+		for (uint64_t r = r0; r < r1; r++)
+			j->out[i * rows + r] = dot(wf + r * cols, mm->x + (size_t)i * cols, cols);
+}
+
+static void matmul_worker(void *arg, unsigned ith, unsigned nth)
+{
+	const struct matmul *mm = arg;
+
+	for (uint32_t t = 0; t < mm->n_jobs; t++) {
+		const struct matmul_job *j = &mm->jobs[t];
+		uint64_t rows = j->w->shape[0], r0, r1;
+
+		/* Whole row quads per thread: a quad is one block stream. */
+		nb_pool_split_aligned(rows, NB_QROWS, ith, nth, &r0, &r1);
+		if (r0 >= r1)
+			continue;
+		if (j->w->type == NB_DTYPE_F32)
+			matmul_rows_f32(mm, j, r0, r1);
+		else
+			mm->f->kern->mm_q(j->out, (size_t)rows, mm->a, j->w->type, j->w->data, rows,
+					  r0, r1);
+	}
+}
+
+static void parallel(struct nb_fwd *f, nb_pool_fn fn, void *arg)
+{
+	if (f->pool)
+		nb_pool_run(f->pool, fn, arg);
+	else
+		fn(arg, 0, 1);
+}
+
+/* The input quantized for a weight's group, once per matmul() call. */
+static const struct nb_qact *quantized_input(struct nb_fwd *f, const struct nb_tensor *w,
+					     const float *x, uint32_t m)
+{
+	const struct nb_qinfo *qi = nb_qinfo(w->type);
+	int slot = qi->group == 32 ? 0 : 1;
+
+	if (f->act_of[slot] != x || f->act[slot].m != m) {
+		nb_quant_act(&f->act[slot], x, m, (uint32_t)w->shape[1]);
+		f->act_of[slot] = x;
+	}
+	return &f->act[slot];
+}
+
+/* Every matrix product of the model comes through here. The jobs share the
+ * input x [m][cols]; quantized weights of one call share a group size. */
+static void matmul(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs,
+		   const struct matmul_job *jobs)
+{
+	struct matmul mm = { .f = f, .x = x, .m = m, .n_jobs = n_jobs };
+
+	/* Buffers are reused with new contents: quantize afresh each call. */
+	f->act_of[0] = f->act_of[1] = NULL;
+	for (uint32_t t = 0; t < n_jobs; t++) {
+		mm.jobs[t] = jobs[t];
+		if (jobs[t].w->type != NB_DTYPE_F32)
+			mm.a = quantized_input(f, jobs[t].w, x, m);
+		if (f->capture)
+			for (uint32_t i = 0; i < m; i++)
+				f->capture(f->capture_arg, jobs[t].w, x + (size_t)i * jobs[t].w->shape[1]);
+	}
+	parallel(f, matmul_worker, &mm);
+}
+
+static void matmul1(struct nb_fwd *f, float *out, const struct nb_tensor *w, const float *x,
+		    uint32_t m)
+{
+	const struct matmul_job j = { out, w };
+	matmul(f, x, m, 1, &j);
+}
+
+/* ---- rotary position embedding ---------------------------------------- */
+
+/* Llama 3.1: frequencies whose wavelength exceeds the original context are
+ * slowed down by rope_factor, short ones kept, those between blended. */
+static double llama3_scale(const struct nb_hparams *hp, double freq)
+{
+	const double pi = 3.14159265358979323846;
+	double wavelen = 2.0 * pi / freq;
+	double low_wavelen = hp->rope_orig_ctx / (double)hp->rope_low_freq_factor;
+	double high_wavelen = hp->rope_orig_ctx / (double)hp->rope_high_freq_factor;
+	double smooth;
+
+	if (wavelen < high_wavelen)
+		return freq;
+	if (wavelen > low_wavelen)
+		return freq / hp->rope_factor;
+	smooth = (hp->rope_orig_ctx / wavelen - hp->rope_low_freq_factor) /
+		 ((double)hp->rope_high_freq_factor - hp->rope_low_freq_factor);
+	return (1.0 - smooth) * freq / hp->rope_factor + smooth * freq;
+}
+
+/* inv_freq[i] = theta^(-2i / head_dim), in float64 like the reference: a
+ * float32 angle pos * freq loses low bits at long positions. */
+static void rope_init(struct nb_fwd *f)
+{
+	const struct nb_hparams *hp = &f->m->hp;
+	uint32_t i;
+
+	for (i = 0; i < hp->head_dim / 2; i++) {
+		f->inv_freq[i] = pow((double)hp->rope_theta, -2.0 * i / hp->head_dim);
+		if (hp->rope_scaling == NB_ROPE_SCALING_LLAMA3)
+			f->inv_freq[i] = llama3_scale(hp, f->inv_freq[i]);
+	}
+}
+
+/* The rotation of row b's position, shared by every head of every layer. */
+static void rope_angles(struct nb_fwd *f, uint32_t b, uint32_t pos)
+{
+	const uint32_t half = f->m->hp.head_dim / 2;
+
+	for (uint32_t i = 0; i < half; i++) {
+		double angle = (double)pos * f->inv_freq[i];
+
+		f->rope_cos[b * half + i] = (float)cos(angle);
+		f->rope_sin[b * half + i] = (float)sin(angle);
+	}
+}
+
+/* Rotates the pairs (x[2i], x[2i+1]) of each of n_heads heads x[n_heads][head_dim]. */
+static void rope(const struct nb_fwd *f, uint32_t b, float *x, uint32_t n_heads)
+{
+	const size_t hd = f->m->hp.head_dim, half = hd / 2;
+	const float *cs = f->rope_cos + b * half, *sn = f->rope_sin + b * half;
+
+	for (size_t h = 0; h < n_heads; h++) {
+		float *v = x + h * hd;
+
+		for (size_t i = 0; i < half; i++) {
+			float c = cs[i], s = sn[i];
+			float v0 = v[2 * i], v1 = v[2 * i + 1];
+
+			v[2 * i] = v0 * c - v1 * s;
+			v[2 * i + 1] = v0 * s + v1 * c;
+		}
+	}
+}
+
+/* ---- attention --------------------------------------------------------- */
+
+static float *kv_row(const struct nb_kv *kv, float *cache, size_t kv_dim, uint32_t layer,
+		     uint32_t pos)
+{
+	return cache + ((size_t)layer * kv->max_ctx + pos) * kv_dim;
+}
+
+struct attn {
+	struct nb_fwd *f;
+	uint32_t n, layer;
+	const uint32_t *pos;
+	struct nb_kv *const *kv;
+};
+
+/* xb[b][h] = softmax(q_h . k_t / sqrt(head_dim)) over t <= pos, weighting
+ * v_t; head h reads KV head h / (n_heads / n_kv_heads). */
+static void attend(struct nb_fwd *f, const struct nb_kv *kv, uint32_t layer, uint32_t b,
+		   uint32_t h, uint32_t pos, float *att)
+{
+	const struct nb_hparams *hp = &f->m->hp;
+	const size_t hd = hp->head_dim, kv_dim = (size_t)hp->n_kv_heads * hd;
+	const size_t q_dim = (size_t)hp->n_heads * hd, kv_off = (size_t)(h / (hp->n_heads / hp->n_kv_heads)) * hd;
+	const float *keys = kv_row(kv, kv->k, kv_dim, layer, 0);   /* [max_ctx][kv_dim] */
+	const float *values = kv_row(kv, kv->v, kv_dim, layer, 0); /* [max_ctx][kv_dim] */
+	const float *q = f->q + b * q_dim + h * hd;                 /* [head_dim] */
+	float *out = f->xb + b * (q_dim > hp->dim ? q_dim : hp->dim) + h * hd; /* [head_dim] */
+	const float scale = 1.0f / sqrtf((float)hd);
+
+	for (uint32_t t = 0; t <= pos; t++)
+		att[t] = dot(q, keys + t * kv_dim + kv_off, hd) * scale;
+	softmax(att, (size_t)pos + 1);
+	memset(out, 0, hd * sizeof(*out));
+	for (uint32_t t = 0; t <= pos; t++) {
+		const float *v = values + t * kv_dim + kv_off;
+		for (size_t i = 0; i < hd; i++)
+			out[i] += att[t] * v[i];
+	}
+}
+
+static void attn_worker(void *arg, unsigned ith, unsigned nth)
+{
+	const struct attn *a = arg;
+	const uint32_t heads = a->f->m->hp.n_heads;
+	float *att = a->f->att + (size_t)ith * a->f->max_ctx;
+	uint64_t t0, t1;
+
+	nb_pool_split((uint64_t)a->n * heads, ith, nth, &t0, &t1);
+	for (uint64_t t = t0; t < t1; t++) {
+		uint32_t b = (uint32_t)(t / heads), h = (uint32_t)(t % heads);
+		attend(a->f, a->kv[b], a->layer, b, h, a->pos[b], att);
+	}
+}
+
+/* ---- the model --------------------------------------------------------- */
+
+static int check_rows(const struct nb_fwd *f, uint32_t n, const int32_t *tokens,
+		      const uint32_t *pos, struct nb_kv *const *kv)
+{
+	if (!f->m) {
+		nb_err("forward: context not open");
+		return -NB_EINVAL;
+	}
+	if (n == 0 || n > f->max_batch) {
+		nb_err("forward: batch of %u rows, this context takes 1..%u", n, f->max_batch);
+		return -NB_EINVAL;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const struct nb_kv *c = kv[i];
+		if (tokens[i] < 0 || (uint32_t)tokens[i] >= f->m->hp.vocab_size) {
+			nb_err("forward: token %d outside the vocabulary 0..%u", (int)tokens[i],
+			       f->m->hp.vocab_size - 1);
+			return -NB_EINVAL;
+		}
+		if (pos[i] >= c->max_ctx || pos[i] >= f->max_ctx) {
+			nb_err("forward: position %u beyond the context of %u", pos[i],
+			       c->max_ctx < f->max_ctx ? c->max_ctx : f->max_ctx);
+			return -NB_ERANGE;
+		}
+	}
+	return 0;
+}
+
+static void store_kv(struct nb_fwd *f, struct nb_kv *const *kv, const uint32_t *pos,
+		     uint32_t n, uint32_t layer)
+{
+	const size_t kv_dim = (size_t)f->m->hp.n_kv_heads * f->m->hp.head_dim;
+
+	for (uint32_t b = 0; b < n; b++) {
+		memcpy(kv_row(kv[b], kv[b]->k, kv_dim, layer, pos[b]), f->k + b * kv_dim,
+		       kv_dim * sizeof(float));
+		memcpy(kv_row(kv[b], kv[b]->v, kv_dim, layer, pos[b]), f->v + b * kv_dim,
+		       kv_dim * sizeof(float));
+	}
+}
+
+static void layer_forward(struct nb_fwd *f, uint32_t l, uint32_t n, const uint32_t *pos,
+			  struct nb_kv *const *kv)
+{
+	const struct nb_hparams *hp = &f->m->hp;
+	const struct nb_layer *ly = &f->m->layers[l];
+	const size_t dim = hp->dim, hidden = hp->hidden_dim;
+	const size_t q_dim = (size_t)hp->n_heads * hp->head_dim;
+	const size_t kv_dim = (size_t)hp->n_kv_heads * hp->head_dim;
+	const size_t xb_dim = q_dim > dim ? q_dim : dim;
+	const struct matmul_job qkv[3] = { { f->q, ly->wq }, { f->k, ly->wk }, { f->v, ly->wv } };
+	const struct matmul_job gate_up[2] = { { f->hb, ly->w_gate }, { f->hb2, ly->w_up } };
+	struct attn at = { f, n, l, pos, kv };
+
+	/* attention block */
+	for (uint32_t b = 0; b < n; b++) /* xb [n][dim] */
+		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->attn_norm, dim, hp->norm_eps);
+	matmul(f, f->xb, n, 3, qkv); /* q [n][q_dim], k, v [n][kv_dim] */
+	for (uint32_t b = 0; b < n; b++) {
+		rope(f, b, f->q + b * q_dim, hp->n_heads);
+		rope(f, b, f->k + b * kv_dim, hp->n_kv_heads);
+	}
+	store_kv(f, kv, pos, n, l);
+	parallel(f, attn_worker, &at); /* xb [n][xb_dim], heads side by side */
+	if (xb_dim != q_dim)           /* pack rows to [n][q_dim] for the product */
+		for (uint32_t b = 1; b < n; b++)
+			memmove(f->xb + b * q_dim, f->xb + b * xb_dim, q_dim * sizeof(float));
+	matmul1(f, f->xb2, ly->wo, f->xb, n); /* xb2 [n][dim] */
+	add(f->x, f->xb2, n * dim);
+
+	/* MLP block: w_down(silu(w_gate x) * w_up x) */
+	for (uint32_t b = 0; b < n; b++) /* xb [n][dim] */
+		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->ffn_norm, dim, hp->norm_eps);
+	matmul(f, f->xb, n, 2, gate_up);        /* hb, hb2 [n][hidden] */
+	swiglu(f->hb, f->hb2, n * hidden);      /* hb [n][hidden] */
+	matmul1(f, f->xb2, ly->w_down, f->hb, n); /* xb2 [n][dim] */
+	add(f->x, f->xb2, n * dim);
+}
+
+int nb_fwd_batch(struct nb_fwd *f, uint32_t n, const int32_t *tokens, const uint32_t *pos,
+		 struct nb_kv *const *kv_in, const uint8_t *want, float **logits)
+{
+	struct nb_kv **kv = f->row_kv;
+	const struct nb_model *m = f->m;
+	const size_t dim = m ? m->hp.dim : 0;
+	uint32_t n_want = 0;
+	int err;
+
+	if (!m || n == 0 || n > f->max_batch)
+		return check_rows(f, n, tokens, pos, kv);
+	for (uint32_t b = 0; b < n; b++)
+		kv[b] = kv_in && kv_in[b] ? kv_in[b] : &f->kv0;
+	err = check_rows(f, n, tokens, pos, kv);
+	if (err)
+		return err;
+	for (uint32_t b = 0; b < n; b++) {
+		embed(f->x + b * dim, m->token_embd, tokens[b]); /* x [n][dim] */
+		rope_angles(f, b, pos[b]);
+	}
+	for (uint32_t l = 0; l < m->hp.n_layers; l++)
+		layer_forward(f, l, n, pos, kv);
+
+	/* final norm of the wanted rows, gathered in xb2 [n_want][dim] */
+	for (uint32_t b = 0; b < n; b++) {
+		if (want ? !want[b] : b != n - 1)
+			continue;
+		rmsnorm(f->xb2 + n_want * dim, f->x + b * dim, m->output_norm, dim, m->hp.norm_eps);
+		n_want++;
+	}
+	if (n_want)
+		matmul1(f, f->logits, m->output, f->xb2, n_want); /* logits [n_want][vocab] */
+	*logits = f->logits;
+	return 0;
+}
+
+int nb_fwd_token(struct nb_fwd *f, int32_t token, uint32_t pos, float **logits)
+{
+	return nb_fwd_batch(f, 1, &token, &pos, NULL, NULL, logits);
+}
+
+int nb_fwd_prompt(struct nb_fwd *f, const int32_t *tokens, size_t n, uint32_t pos0,
+		  float **logits)
+{
+	uint32_t pos[DEFAULT_BATCH];
+	size_t done = 0;
+	int err = 0;
+
+	if (!f->m) {
+		nb_err("forward: context not open");
+		return -NB_EINVAL;
+	}
+	if (n == 0) {
+		nb_err("forward: empty prompt");
+		return -NB_EINVAL;
+	}
+	if (pos0 >= f->max_ctx || n > f->max_ctx - pos0) {
+		nb_err("forward: %zu tokens from position %u exceed the context of %u", n, pos0,
+		       f->max_ctx);
+		return -NB_ERANGE;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (tokens[i] < 0 || (uint32_t)tokens[i] >= f->m->hp.vocab_size) {
+			nb_err("forward: token %d outside the vocabulary", (int)tokens[i]);
+			return -NB_EINVAL;
+		}
+	}
+	while (!err && done < n) {
+		uint32_t chunk = (uint32_t)(n - done);
+		uint32_t cap = f->max_batch < DEFAULT_BATCH ? f->max_batch : DEFAULT_BATCH;
+
+		chunk = chunk < cap ? chunk : cap;
+		for (uint32_t i = 0; i < chunk; i++)
+			pos[i] = pos0 + (uint32_t)(done + i);
+		err = nb_fwd_batch(f, chunk, tokens + done, pos, NULL, NULL, logits);
+		done += chunk;
+	}
+	return err;
+}
+
+/* ---- KV cache and context ---------------------------------------------- */
+
+uint64_t nb_kv_bytes(const struct nb_hparams *hp, uint32_t max_ctx)
+{
+	return 2ull * hp->n_layers * max_ctx * hp->n_kv_heads * hp->head_dim * sizeof(float);
+}
+
+int nb_kv_open(struct nb_kv *kv, const struct nb_model *m, uint32_t max_ctx)
+{
+	uint64_t bytes = nb_kv_bytes(&m->hp, max_ctx);
+
+	memset(kv, 0, sizeof(*kv));
+	if (max_ctx == 0 || max_ctx > m->hp.seq_len) {
+		nb_err("forward: context %u outside 1..%u (the model's seq_len)", max_ctx,
+		       m->hp.seq_len);
+		return -NB_ERANGE;
+	}
+	if (bytes / 2 > SIZE_MAX)
+		return -NB_ENOMEM;
+	kv->k = calloc(1, (size_t)(bytes / 2));
+	kv->v = calloc(1, (size_t)(bytes / 2));
+	if (!kv->k || !kv->v) {
+		nb_err("forward: no memory for a KV cache of %llu bytes", (unsigned long long)bytes);
+		nb_kv_close(kv);
+		return -NB_ENOMEM;
+	}
+	kv->max_ctx = max_ctx;
+	return 0;
+}
+
+void nb_kv_close(struct nb_kv *kv)
+{
+	if (!kv)
+		return;
+	free(kv->k);
+	free(kv->v);
+	memset(kv, 0, sizeof(*kv));
+}
+
+/* Lays the float buffers out one after another in a single allocation;
+ * offsets first (ok stays false on overflow), pointers once it exists. */
+struct layout {
+	uint64_t size;
+	bool ok;
+};
+
+static uint64_t reserve(struct layout *lo, uint64_t count, uint64_t elem)
+{
+	uint64_t at = lo->size, bytes;
+
+	if (__builtin_mul_overflow(count, elem, &bytes) ||
+	    __builtin_add_overflow(lo->size, bytes, &lo->size))
+		lo->ok = false;
+	lo->size = (lo->size + 63) & ~63ull; /* every buffer on its own cache lines */
+	return at;
+}
+
+struct offsets {
+	uint64_t x, xb, xb2, q, k, v, att, hb, hb2, logits, inv_freq, rope_cos, rope_sin;
+};
+
+static struct layout plan(const struct nb_hparams *hp, const struct nb_fwd *f,
+			  struct offsets *o)
+{
+	struct layout lo = { 0, true };
+	const uint64_t B = f->max_batch, fl = sizeof(float);
+	const uint64_t q_dim = (uint64_t)hp->n_heads * hp->head_dim;
+	const uint64_t kv_dim = (uint64_t)hp->n_kv_heads * hp->head_dim;
+
+	o->inv_freq = reserve(&lo, hp->head_dim / 2, sizeof(double));
+	o->rope_cos = reserve(&lo, B * (hp->head_dim / 2), fl);
+	o->rope_sin = reserve(&lo, B * (hp->head_dim / 2), fl);
+	o->x = reserve(&lo, B * hp->dim, fl);
+	o->xb = reserve(&lo, B * (q_dim > hp->dim ? q_dim : hp->dim), fl);
+	o->xb2 = reserve(&lo, B * hp->dim, fl);
+	o->q = reserve(&lo, B * q_dim, fl);
+	o->k = reserve(&lo, B * kv_dim, fl);
+	o->v = reserve(&lo, B * kv_dim, fl);
+	o->att = reserve(&lo, (uint64_t)f->n_threads * f->max_ctx, fl);
+	o->hb = reserve(&lo, B * hp->hidden_dim, fl);
+	o->hb2 = reserve(&lo, B * hp->hidden_dim, fl);
+	o->logits = reserve(&lo, B * hp->vocab_size, fl);
+	if (lo.size > SIZE_MAX)
+		lo.ok = false;
+	return lo;
+}
+
+static void place(struct nb_fwd *f, const struct offsets *o)
+{
+	char *base = f->mem;
+
+	f->inv_freq = (double *)(void *)(base + o->inv_freq);
+	f->rope_cos = (float *)(void *)(base + o->rope_cos);
+	f->rope_sin = (float *)(void *)(base + o->rope_sin);
+	f->x = (float *)(void *)(base + o->x);
+	f->xb = (float *)(void *)(base + o->xb);
+	f->xb2 = (float *)(void *)(base + o->xb2);
+	f->q = (float *)(void *)(base + o->q);
+	f->k = (float *)(void *)(base + o->k);
+	f->v = (float *)(void *)(base + o->v);
+	f->att = (float *)(void *)(base + o->att);
+	f->hb = (float *)(void *)(base + o->hb);
+	f->hb2 = (float *)(void *)(base + o->hb2);
+	f->logits = (float *)(void *)(base + o->logits);
+}
+
+/* Largest matrix input, so the quantized activation buffers fit any product. */
+static uint32_t max_cols(const struct nb_hparams *hp)
+{
+	uint32_t q_dim = hp->n_heads * hp->head_dim, c = hp->dim;
+
+	c = q_dim > c ? q_dim : c;
+	return hp->hidden_dim > c ? hp->hidden_dim : c;
+}
+
+int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb_fwd_opts *o)
+{
+	struct nb_cpu cpu;
+	struct offsets off;
+	struct layout lo;
+	int err;
+
+	memset(f, 0, sizeof(*f));
+	if (!m->layers) {
+		nb_err("forward: model not bound");
+		return -NB_EINVAL;
+	}
+	f->m = m;
+	f->pool = o->pool;
+	f->n_threads = o->pool && nb_pool_size(o->pool) ? nb_pool_size(o->pool) : 1;
+	f->max_batch = o->max_batch ? o->max_batch : DEFAULT_BATCH;
+	f->max_ctx = o->max_ctx;
+	nb_cpu_detect(&cpu);
+	f->kern = o->kernels ? o->kernels : nb_kernels_select(&cpu, NULL);
+	err = nb_kv_open(&f->kv0, m, o->max_ctx);
+	if (err)
+		goto fail;
+	lo = plan(&m->hp, f, &off);
+	err = -NB_ENOMEM;
+	if (!lo.ok || !(f->mem = aligned_alloc(64, (size_t)lo.size))) {
+		nb_err("forward: no memory for %llu bytes of scratch", (unsigned long long)lo.size);
+		goto fail;
+	}
+	memset(f->mem, 0, (size_t)lo.size);
+	place(f, &off);
+	f->row_kv = calloc(f->max_batch, sizeof(*f->row_kv));
+	if (!f->row_kv)
+		goto fail;
+	if (nb_qact_alloc(&f->act[0], f->max_batch, max_cols(&m->hp), 32) ||
+	    nb_qact_alloc(&f->act[1], f->max_batch, max_cols(&m->hp), 128))
+		goto fail;
+	rope_init(f);
+	return 0;
+fail:
+	nb_fwd_close(f);
+	return err;
+}
+
+int nb_fwd_open(struct nb_fwd *f, const struct nb_model *m, uint32_t max_ctx)
+{
+	const struct nb_fwd_opts o = { .max_ctx = max_ctx };
+	return nb_fwd_open_opts(f, m, &o);
+}
+
+void nb_fwd_close(struct nb_fwd *f)
+{
+	if (!f)
+		return;
+	nb_kv_close(&f->kv0);
+	nb_qact_free(&f->act[0]);
+	nb_qact_free(&f->act[1]);
+	free(f->row_kv);
+	free(f->mem);
+	memset(f, 0, sizeof(*f));
+}

@@ -1,0 +1,70 @@
+#!/bin/sh
+# Models from the command line: convert each source format, inspect and
+# check the images, generate, and reject bad input with a clear message.
+# Needs build/t-x86_64/nibble (tests/run.sh builds it).
+set -u
+. tests/lib.sh
+NB=${NIBBLE:-build/t-x86_64/nibble}
+M=models/stories260K
+D=tests/data/stories260K
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+check "convert the bundled llama2.c model" "$NB" convert "$M/stories260K.bin" -o "$tmp/l.nib"
+check "convert the HF directory" "$NB" convert "$D/hf" -o "$tmp/h.nib"
+for q in f32 q8_0 q4_0; do
+	check "convert GGUF $q" "$NB" convert "$D/gguf/stories260K-$q.gguf" -o "$tmp/g-$q.nib"
+done
+for i in l h g-f32 g-q8_0 g-q4_0; do
+	check_output "$i.nib reproduces its golden vector" "golden vector reproduced exactly" \
+		"$NB" inspect --check "$tmp/$i.nib"
+done
+check_output "inspect shows name, license and tensors" \
+	"name +stories260K.*license +MIT License.*blk.4.ffn_down.weight +f32 +64 x 172" \
+	sh -c "\"$NB\" inspect \"$tmp/l.nib\" | tr '\n' ' '"
+# Same names, types, shapes and golden vector (the order of tensors may differ).
+"$NB" inspect "$tmp/l.nib" | sed -n '/^tensors/,/^golden/p' | sed 's/ *offset.*//' | sort > "$tmp/t-l"
+"$NB" inspect "$tmp/h.nib" | sed -n '/^tensors/,/^golden/p' | sed 's/ *offset.*//' | sort > "$tmp/t-h"
+check "llama2.c and HF images have the same tensors and golden vector" cmp "$tmp/t-l" "$tmp/t-h"
+
+story="Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+check_output "greedy generation continues the reference story" "^$story" \
+	"$NB" run -m "$tmp/l.nib" -p "Once upon a time" -n 40 --temp 0
+check_output "the prompt can come from stdin" "^, there was a little girl\$" \
+	sh -c "printf 'Once upon a time' | \"$NB\" run -m \"$tmp/h.nib\" -n 8 --temp 0 --no-echo"
+a=$("$NB" run -m "$tmp/l.nib" -p "Once" -n 40 --seed 7 2>&1)
+b=$("$NB" run -m "$tmp/l.nib" -p "Once" -n 40 --seed 7 2>&1)
+c=$("$NB" run -m "$tmp/l.nib" -p "Once" -n 40 --seed 8 2>&1)
+check "the same seed gives the same text" test "$a" = "$b"
+check "another seed gives other text" test "$a" != "$c"
+check_output "a stop string ends the text before it" "^Once upon a time, there was a little girl named \$" \
+	"$NB" run -m "$tmp/l.nib" -p "Once upon a time" -n 40 --temp 0 --stop "Lily"
+check_output "--verbose reports load, first token, speed and memory" \
+	"load: .*first token: .*tok/s.*memory: resident [0-9]+ KiB" \
+	sh -c "\"$NB\" run -m \"$tmp/l.nib\" -p Once -n 16 -v 2>&1 | tr '\n' ' '"
+
+# Bad input: a clear message and a failure status, never a crash.
+check_fails "invalid UTF-8 in the prompt" 1 "not valid UTF-8" \
+	"$NB" run -m "$tmp/l.nib" -p "$(printf 'bad \377 byte')"
+check_fails "a missing model file is named" 1 "$tmp/none.nib: No such file" \
+	"$NB" run -m "$tmp/none.nib" -p x
+head -c 100000 "$tmp/l.nib" > "$tmp/trunc.nib"
+check_fails "a truncated image" 1 "not a valid model image" "$NB" run -m "$tmp/trunc.nib" -p x
+head -c 8192 /dev/urandom > "$tmp/noise.nib"
+check_fails "random bytes are not an image" 1 "bad magic" "$NB" inspect "$tmp/noise.nib"
+check_fails "a prompt longer than the context" 1 "context holds 4" \
+	"$NB" run -m "$tmp/l.nib" -p "Once upon a time there was" --ctx 4
+check_fails "an unknown option is a usage error" 2 "unrecognized option" \
+	"$NB" run -m "$tmp/l.nib" --frobnicate
+check_fails "a bad number is named" 2 "--temp: 'hot' is not a number" \
+	"$NB" run -m "$tmp/l.nib" --temp hot
+head -c 5000 "$D/gguf/stories260K-f32.gguf" > "$tmp/trunc.gguf"
+check_fails "convert: a truncated GGUF fails" 1 "trunc.gguf" \
+	"$NB" convert "$tmp/trunc.gguf" -o "$tmp/out.nib"
+check "convert: a failed conversion leaves no output" test ! -e "$tmp/out.nib"
+mkdir "$tmp/empty"
+check_fails "convert: an HF directory without config.json" 1 "config.json" \
+	"$NB" convert "$tmp/empty" -o "$tmp/out.nib"
+check_fails "convert: a llama2.c file without a tokenizer" 1 "tokenizer" \
+	sh -c "cp $M/stories260K.bin $tmp/empty/m.bin && \"$NB\" convert $tmp/empty/m.bin -o $tmp/out.nib"
+check "convert: no temporary files are left behind" sh -c "! ls $tmp | grep -q tmp"
