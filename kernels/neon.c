@@ -1,6 +1,7 @@
 /* ARMv8.0 NEON kernels (Cortex-A72 / Raspberry Pi 4): no SDOT, so widen
  * with SMULL and pairwise-accumulate with SADALP. */
 #include "kernels/kernels.h"
+#include "kernels/neon_common.h"
 
 #include <arm_neon.h>
 
@@ -29,10 +30,137 @@ static void mm_i8_neon(int32_t *c, const int8_t *a, const int8_t *b, size_t m, s
 	nb_mm_i8_by_dot(dot_i8_neon, c, a, b, m, n, k);
 }
 
+/* ---- Quantized matmul -------------------------------------------------
+ * Per (quad, activation row), per group: each row's products widen into
+ * one int16x8 (SMULL, then SMLAL/SMLAL2), SADDLP makes it 4 int32, and an
+ * ADDP tree reduces the 4 rows at once into [r0 r1 r2 r3], the order of the
+ * block's scales. The activation loads are shared by the 4 rows.
+ *
+ * int16 bounds: a 4-bit lane sums G/8 <= 16 products |u * a| <= 15 * 128,
+ * at most 30720; an 8-bit lane sums 2 products |w * a| <= 128 * 127 (the
+ * activations are -127..127 by nb_quant_act), at most 32512. */
+
+/* 16 bytes of nibbles against their activations: elements j (low nibbles,
+ * alo) and j + G/2 (high nibbles, ahi). */
+NB_NEON_INLINE int16x8_t q4_mac(int16x8_t p, uint8x16_t w, int8x16_t alo, int8x16_t ahi)
+{
+	int8x16_t lo = nb_neon_lo(w), hi = nb_neon_hi(w);
+
+	p = vmlal_s8(p, vget_low_s8(lo), vget_low_s8(alo));
+	p = vmlal_high_s8(p, lo, alo);
+	p = vmlal_s8(p, vget_low_s8(hi), vget_low_s8(ahi));
+	return vmlal_high_s8(p, hi, ahi);
+}
+
+/* Unsigned-nibble sums of the 4 rows of one block. */
+NB_NEON_INLINE int32x4_t q4_usum(const uint8_t *qs, const int8_t *aq, const uint32_t G)
+{
+	const uint32_t rb = G / 2; /* bytes per row */
+	int16x8_t p0 = vdupq_n_s16(0), p1 = p0, p2 = p0, p3 = p0;
+
+	/* G = 128: four chunks in straight line, no loop overhead */
+#pragma GCC unroll 4
+	for (uint32_t c = 0; c < rb; c += 16) {
+		const int8x16_t alo = vld1q_s8(aq + c), ahi = vld1q_s8(aq + rb + c);
+		p0 = q4_mac(p0, vld1q_u8(qs + c), alo, ahi);
+		p1 = q4_mac(p1, vld1q_u8(qs + rb + c), alo, ahi);
+		p2 = q4_mac(p2, vld1q_u8(qs + 2 * rb + c), alo, ahi);
+		p3 = q4_mac(p3, vld1q_u8(qs + 3 * rb + c), alo, ahi);
+	}
+	return vpaddq_s32(vpaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1)),
+			  vpaddq_s32(vpaddlq_s16(p2), vpaddlq_s16(p3)));
+}
+
+/* One 8-bit row of 32: two int16x8 of two products per lane. */
+NB_NEON_INLINE int32x4_t q8_row(const int8_t *w, int8x16_t a0, int8x16_t a1)
+{
+	int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + 16);
+	int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(a0)), w0, a0);
+	int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w1), vget_low_s8(a1)), w1, a1);
+
+	return vpadalq_s16(vpaddlq_s16(p0), p1);
+}
+
+NB_NEON_INLINE int32x4_t q8_sum(const uint8_t *qs, const int8_t *aq)
+{
+	const int8_t *w = (const int8_t *)qs;
+	const int8x16_t a0 = vld1q_s8(aq), a1 = vld1q_s8(aq + 16);
+
+	return vpaddq_s32(vpaddq_s32(q8_row(w, a0, a1), q8_row(w + 32, a0, a1)),
+			  vpaddq_s32(q8_row(w + 64, a0, a1), q8_row(w + 96, a0, a1)));
+}
+
+NB_NEON_INLINE float32x4_t group(float32x4_t lane, const uint8_t *blk, const int8_t *aq, float da,
+				 int32_t asum, const enum nb_neon_kind kind, const uint32_t G)
+{
+	const uint8_t *qs = blk + NB_NEON_QS(kind);
+	int32x4_t usum = kind == NB_NEON_Q8 ? q8_sum(qs, aq) : q4_usum(qs, aq, G);
+
+	return nb_neon_step(lane, blk, da, nb_neon_isum(usum, blk, kind, asum));
+}
+
+/* One group per iteration, the two lanes swapping places after each, so
+ * only one group's registers are live (A72 has no spare ones for two). */
+NB_NEON_INLINE float32x4_t quad_row(const uint8_t *qb, uint32_t ng, const int8_t *aq,
+				    const float *ad, const int32_t *as, const enum nb_neon_kind kind,
+				    const uint32_t G, const uint32_t bs)
+{
+	float32x4_t cur = vdupq_n_f32(0.0f), next = vdupq_n_f32(0.0f);
+
+	for (uint32_t g = 0; g < ng; g++, qb += bs, aq += G) {
+		float32x4_t done = group(cur, qb, aq, ad[g], as[g], kind, G);
+		cur = next;
+		next = done;
+	}
+	/* lane 0 (even groups) + lane 1 (odd groups) */
+	return ng & 1 ? vaddq_f32(next, cur) : vaddq_f32(cur, next);
+}
+
+#define QUAD_KERNEL(name, kind, G, block)                                                   \
+	static float32x4_t name(const uint8_t *qb, uint32_t ng, const int8_t *aq,            \
+				const float *ad, const int32_t *as)                          \
+	{                                                                                    \
+		return quad_row(qb, ng, aq, ad, as, kind, G, sizeof(block));                 \
+	}
+QUAD_KERNEL(quad_q4_g32, NB_NEON_Q4, 32, struct nb_q4_g32)
+QUAD_KERNEL(quad_q4_g128, NB_NEON_Q4, 128, struct nb_q4_g128)
+QUAD_KERNEL(quad_q4z_g32, NB_NEON_Q4Z, 32, struct nb_q4z_g32)
+QUAD_KERNEL(quad_q4z_g128, NB_NEON_Q4Z, 128, struct nb_q4z_g128)
+QUAD_KERNEL(quad_q8_g32, NB_NEON_Q8, 32, struct nb_q8_g32)
+
+static nb_neon_quad_fn quad_kernel(uint32_t type)
+{
+	switch (type) {
+	case NB_QTYPE_Q4_G32:
+		return quad_q4_g32;
+	case NB_QTYPE_Q4_G128:
+		return quad_q4_g128;
+	case NB_QTYPE_Q4Z_G32:
+		return quad_q4z_g32;
+	case NB_QTYPE_Q4Z_G128:
+		return quad_q4z_g128;
+	case NB_QTYPE_Q8_G32:
+		return quad_q8_g32;
+	default:
+		return NULL;
+	}
+}
+
+static void mm_q_neon(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
+		      const void *w, uint64_t rows, uint64_t r0, uint64_t r1)
+{
+	nb_neon_quad_fn f = quad_kernel(type);
+
+	if (!f) /* not a type this file knows: whatever the specification does */
+		nb_mm_q_ref(out, ldo, a, type, w, rows, r0, r1);
+	else
+		nb_neon_mm_q(f, out, ldo, a, type, w, rows, r0, r1);
+}
+
 const struct nb_kernels nb_kernels_neon = {
 	.name = "neon",
 	.requires = NB_CPU_NEON,
 	.dot_i8 = dot_i8_neon,
 	.mm_i8 = mm_i8_neon,
-	.mm_q = nb_mm_q_ref, /* no NEON quantized kernel yet: the reference */
+	.mm_q = mm_q_neon,
 };

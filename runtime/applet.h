@@ -69,6 +69,20 @@ extern const struct nb_applet nb_applet_convert;
 #define NB_APPLET_CONVERT NULL
 #endif
 
+#if IS_ENABLED(CONFIG_APPLET_PERPLEXITY)
+extern const struct nb_applet nb_applet_perplexity;
+#define NB_APPLET_PERPLEXITY (&nb_applet_perplexity)
+#else
+#define NB_APPLET_PERPLEXITY NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_QUANTIZE)
+extern const struct nb_applet nb_applet_quantize;
+#define NB_APPLET_QUANTIZE (&nb_applet_quantize)
+#else
+#define NB_APPLET_QUANTIZE NULL
+#endif
+
 /* NULL if no applet of that name is built in. */
 const struct nb_applet *nb_applet_find(const char *name);
 /* Calls fn for every built-in applet, in alphabetical order. */

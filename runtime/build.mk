@@ -10,3 +10,4 @@ obj-$(CONFIG_APPLET_RUN) += runtime/run.o
 obj-$(CONFIG_APPLET_INSPECT) += runtime/inspect.o
 obj-y += runtime/unicode.o
 obj-y += runtime/pool.o
+obj-y += runtime/sched.o

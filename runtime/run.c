@@ -2,7 +2,9 @@
 #include "runtime/applet.h"
 #include "runtime/err.h"
 #include "runtime/llm.h"
+#include "kernels/cpu.h"
 #include "runtime/log.h"
+#include "runtime/pool.h"
 #include "runtime/sampler.h"
 #include "runtime/stop.h"
 
@@ -20,6 +22,7 @@ struct run_opts {
 	const char *prompt;
 	uint32_t n_predict;
 	uint32_t ctx;
+	uint32_t threads;
 	int echo, add_bos, verbose;
 	struct nb_sampler_params sp;
 	struct nb_stop stop;
@@ -95,7 +98,7 @@ static int parse_float(const char *s, const char *what, float *out)
 static int parse_opts(struct run_opts *o, int argc, char **argv)
 {
 	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_STOP, O_CTX,
-	       O_NOECHO, O_NOBOS };
+	       O_NOECHO, O_NOBOS, O_THREADS };
 	static const struct option opts[] = {
 		{ "model", required_argument, NULL, 'm' },   { "prompt", required_argument, NULL, 'p' },
 		{ "n-predict", required_argument, NULL, 'n' }, { "verbose", no_argument, NULL, 'v' },
@@ -105,17 +108,25 @@ static int parse_opts(struct run_opts *o, int argc, char **argv)
 		{ "repeat-last-n", required_argument, NULL, O_REPN },
 		{ "seed", required_argument, NULL, O_SEED }, { "stop", required_argument, NULL, O_STOP },
 		{ "ctx", required_argument, NULL, O_CTX }, { "no-echo", no_argument, NULL, O_NOECHO },
-		{ "no-bos", no_argument, NULL, O_NOBOS },    { NULL, 0, NULL, 0 },
+		{ "no-bos", no_argument, NULL, O_NOBOS },    { "threads", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
 	};
 	int c, ret = 0;
 	uint32_t u;
 
-	while (!ret && (c = getopt_long(argc, argv, "m:p:n:v", opts, NULL)) != -1) {
+	while (!ret && (c = getopt_long(argc, argv, "m:p:n:vt:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
 		case 'p': o->prompt = optarg; break;
 		case 'n': ret = parse_u32(optarg, "--n-predict", &o->n_predict); break;
 		case 'v': o->verbose = 1; break;
+		case 't':
+			ret = parse_u32(optarg, "--threads", &o->threads);
+			if (!ret && (o->threads < 1 || o->threads > CONFIG_MAX_THREADS)) {
+				nb_err("run: --threads: 1..%d", CONFIG_MAX_THREADS);
+				ret = -NB_EINVAL;
+			}
+			break;
 		case O_TEMP: ret = parse_float(optarg, "--temp", &o->sp.temperature); break;
 		case O_TOPK: ret = parse_u32(optarg, "--top-k", &o->sp.top_k); break;
 		case O_TOPP: ret = parse_float(optarg, "--top-p", &o->sp.top_p); break;
@@ -149,10 +160,11 @@ struct gen_stats {
 };
 
 /* Prompt, then sample until n_predict, EOS, a stop string or a full context. */
-static int generate(struct nb_llm *l, struct run_opts *o, const int32_t *ids, size_t n_ids,
-		    struct gen_stats *st)
+static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
+		    const int32_t *ids, size_t n_ids, struct gen_stats *st)
 {
 	const uint32_t ctx = o->ctx;
+	const struct nb_fwd_opts fo = { .max_ctx = ctx, .pool = pool };
 	struct nb_sampler smp;
 	struct nb_fwd f;
 	float *logits;
@@ -161,7 +173,7 @@ static int generate(struct nb_llm *l, struct run_opts *o, const int32_t *ids, si
 	double t0 = now_ms();
 	int ret;
 
-	ret = nb_fwd_open(&f, &l->model, ctx);
+	ret = nb_fwd_open_opts(&f, &l->model, &fo);
 	if (ret)
 		return ret;
 	ret = nb_sampler_open(&smp, l->img.hp.vocab_size, &o->sp);
@@ -276,6 +288,8 @@ static int run_main(int argc, char **argv)
 {
 	struct run_opts o = { .n_predict = 256, .echo = 1, .add_bos = 1 };
 	struct gen_stats st = { 0 };
+	struct nb_pool pool;
+	struct nb_cpu cpu;
 	struct nb_llm l;
 	char *stdin_prompt = NULL;
 	int32_t *ids = NULL;
@@ -284,6 +298,8 @@ static int run_main(int argc, char **argv)
 
 	set_default_sampling(&o.sp);
 	nb_stop_init(&o.stop);
+	nb_cpu_detect(&cpu);
+	o.threads = (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus : CONFIG_MAX_THREADS);
 	if (parse_opts(&o, argc, argv))
 		return NB_EXIT_USAGE;
 	if (!o.prompt || strcmp(o.prompt, "-") == 0) {
@@ -306,16 +322,20 @@ static int run_main(int argc, char **argv)
 		ret = -NB_ERANGE;
 		goto out;
 	}
+	ret = nb_pool_open(&pool, o.threads, NULL);
+	if (ret)
+		goto out;
 	if (o.echo)
 		emit_stdout(NULL, o.prompt, strlen(o.prompt));
-	ret = generate(&l, &o, ids, st.n_prompt, &st);
+	ret = generate(&l, &o, &pool, ids, st.n_prompt, &st);
+	nb_pool_close(&pool);
 	printf("\n");
 	if (ret)
 		nb_err("run: generation failed: %s", nb_strerror(ret));
 	else if (o.verbose) {
 		print_stats(&st);
 		print_memory(&l, o.ctx);
-		fprintf(stderr, "seed: %llu\n", (unsigned long long)o.sp.seed);
+		fprintf(stderr, "seed: %llu, threads: %u\n", (unsigned long long)o.sp.seed, o.threads);
 	}
 out:
 	nb_llm_close(&l);
@@ -349,6 +369,7 @@ const struct nb_applet nb_applet_run = {
 		 "      --ctx N             context length (the model's)\n"
 		 "      --no-echo           do not print the prompt\n"
 		 "      --no-bos            do not start with the BOS token\n"
+		 "  -t, --threads N         worker threads (the CPUs, at most CONFIG_MAX_THREADS)\n"
 		 "  -v, --verbose           print load time, time to first token, tokens/s\n",
 	.main = run_main,
 };

@@ -4,7 +4,7 @@
 set -u
 bin=$1
 name=$(basename "$bin")
-secs=${NIBBLE_FUZZ_SECONDS:-20}
+secs=${NIBBLE_FUZZ_SECONDS:-10}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/corpus"

@@ -30,3 +30,23 @@ check_output "jetson binary on max: selftest passes" \
 	"ok +kernels/neon-i8mm +.*selected" $Q -cpu max build/t-jetson-orin-nano/nibble selftest
 check_output "jetson binary on cortex-a72: selftest passes" \
 	"selftest: [0-9]+ passed, 0 failed" $Q -cpu cortex-a72 build/t-jetson-orin-nano/nibble selftest
+
+# Whole models: images made and quantized on x86 (their golden vectors
+# computed by the AVX2 kernels) run on each aarch64 CPU; every backend the
+# CPU has must give the scalar reference's logits bit for bit, on one and
+# two threads, and reproduce the x86 golden vector.
+NBX=build/t-x86_64/nibble
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$NBX" convert models/stories260K/stories260K.bin -o "$tmp/f32.nib" 2>/dev/null
+for t in q4_g32 q4z_g128 q8_g32; do
+	"$NBX" quantize "$tmp/f32.nib" -o "$tmp/$t.nib" --type "$t" 2>/dev/null
+	for cpu in cortex-a72 neoverse-n1 max; do
+		check_output "rpi5 on $cpu, $t model: logits equal scalar on every backend, x86 golden vector reproduced" \
+			"model/golden .*reproduced exactly.*selftest: [0-9]+ passed, 0 failed" \
+			sh -c "$Q -cpu $cpu build/t-rpi5/nibble selftest -m $tmp/$t.nib | tr '\n' ' '"
+	done
+done
+check_output "rpi4 on cortex-a72, q4_g32 model: neon logits equal scalar" \
+	"model/neon +equal to scalar.*selftest: [0-9]+ passed, 0 failed" \
+	sh -c "$Q -cpu cortex-a72 build/t-rpi4/nibble selftest -m $tmp/q4_g32.nib | tr '\n' ' '"

@@ -1,0 +1,302 @@
+/* The scheduler on the real stories260K model: continuous batching gives
+ * every job exactly the tokens it gets alone; queue limits, cancellation,
+ * stop strings, max_tokens and shutdown. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "runtime/err.h"
+#include "runtime/sched.h"
+#include "tools/ckpt.h"
+#include "tools/image_write.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct fx {
+	char path[64];
+	struct nb_llm llm;
+	int efd;
+};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct nb_ckpt c;
+	struct nb_tensor *v;
+	int fd;
+
+	strcpy(f->path, "/tmp/nb-sched-XXXXXX");
+	fd = mkstemp(f->path);
+	close(fd);
+	nb_ckpt_init(&c);
+	assert_int_equal(nb_import_llama2c(&c, "models/stories260K/stories260K.bin",
+					   "models/stories260K/tok512.bin"), 0);
+	v = calloc(c.n_tensors, sizeof(*v));
+	for (size_t i = 0; i < c.n_tensors; i++) {
+		uint64_t n = c.tensors[i].shape[0] * (c.tensors[i].ndim > 1 ? c.tensors[i].shape[1] : 1);
+		v[i] = (struct nb_tensor){ .name = c.tensors[i].name, .type = NB_DTYPE_F32,
+					   .ndim = c.tensors[i].ndim, .data = c.tensors[i].data,
+					   .size = n * 4 };
+		memcpy(v[i].shape, c.tensors[i].shape, sizeof(v[i].shape));
+	}
+	assert_int_equal(nb_image_write(f->path, &(struct nb_image_spec){
+				 .hp = &c.hp, .tok = &c.tok, .model_version = 1,
+				 .tensors = v, .n_tensors = c.n_tensors }), 0);
+	free(v);
+	nb_ckpt_free(&c);
+	assert_int_equal(nb_llm_open(&f->llm, f->path, 0), 0);
+	f->efd = eventfd(0, EFD_CLOEXEC);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	nb_llm_close(&f->llm);
+	unlink(f->path);
+	close(f->efd);
+	free(f);
+	return 0;
+}
+
+static struct nb_job *make_job(struct fx *f, const char *prompt, uint32_t max_tokens,
+			       float temp, uint64_t seed)
+{
+	int32_t ids[256];
+	size_t n = 0;
+	struct nb_job *j;
+
+	assert_int_equal(nb_tok_encode(f->llm.tok, prompt, strlen(prompt), true, ids, 256, &n), 0);
+	j = nb_job_new(ids, (uint32_t)n);
+	assert_non_null(j);
+	j->max_tokens = max_tokens;
+	nb_sampler_params_default(&j->sp);
+	j->sp.temperature = temp;
+	j->sp.seed = seed;
+	return j;
+}
+
+struct result {
+	char text[4096];
+	size_t len;
+	enum nb_finish finish;
+	uint32_t n_gen;
+};
+
+/* Collects news until every job of jobs[] has finished. */
+static void collect(struct fx *f, struct nb_sched *s, struct nb_job **jobs, struct result *res,
+		    size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		uint64_t v;
+		struct nb_job *j;
+		assert_int_equal(read(f->efd, &v, sizeof(v)), sizeof(v));
+		for (j = nb_sched_ready(s); j;) {
+			struct nb_job *next = j->next_ready;
+			for (size_t i = 0; i < n; i++) {
+				char *buf;
+				size_t len;
+				enum nb_finish fin;
+				if (jobs[i] != j || res[i].finish)
+					continue;
+				fin = nb_job_take(j, &buf, &len, &res[i].n_gen);
+				assert_true(res[i].len + len < sizeof(res[i].text));
+				memcpy(res[i].text + res[i].len, buf, len);
+				res[i].len += len;
+				free(buf);
+				if (fin) {
+					res[i].finish = fin;
+					done++;
+				}
+			}
+			nb_job_unref(j);
+			j = next;
+		}
+	}
+}
+
+static const char *const prompts[16] = {
+	"Once upon a time", "The little dog", "Lily and Tom went", "One day, a bird",
+	"The sun was", "Tim had a red ball", "There was a big tree", "Sue wanted to",
+	"The cat sat", "Ben liked to play", "Mom said", "A little girl named",
+	"The frog jumped", "In the park", "Max was sad because", "They all",
+};
+
+static struct nb_sched_opts opts(struct fx *f, uint32_t slots, uint32_t queue, uint32_t chunk)
+{
+	return (struct nb_sched_opts){ .slots = slots, .ctx = 256, .queue = queue, .chunk = chunk,
+				       .threads = 2, .notify_fd = f->efd };
+}
+
+static void test_batching_never_changes_results(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[16];
+	static struct result alone[16], together[16];
+	struct nb_sched_opts o = opts(f, 4, 16, 3); /* chunks of 3: prompts interleave */
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	for (int i = 0; i < 16; i++) {
+		jobs[i] = make_job(f, prompts[i], 24, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+		collect(f, &s, &jobs[i], &alone[i], 1);
+		nb_job_unref(jobs[i]);
+	}
+	for (int i = 0; i < 16; i++) {
+		jobs[i] = make_job(f, prompts[i], 24, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	}
+	collect(f, &s, jobs, together, 16);
+	for (int i = 0; i < 16; i++) {
+		assert_int_equal(together[i].n_gen, alone[i].n_gen);
+		assert_int_equal(together[i].len, alone[i].len);
+		assert_memory_equal(together[i].text, alone[i].text, alone[i].len);
+		assert_true(alone[i].finish == NB_FINISH_LENGTH || alone[i].finish == NB_FINISH_STOP);
+		nb_job_unref(jobs[i]);
+	}
+	/* The first story is the reference continuation. */
+	assert_memory_equal(alone[0].text, ", there was a little girl named Lily.", 37);
+	assert_true(atomic_load(&s.stats.gen_tokens) > 16 * 20);
+	nb_sched_close(&s);
+}
+
+static void test_sampled_jobs_are_reproducible(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[3];
+	static struct result r[3];
+	struct nb_sched_opts o = opts(f, 2, 4, 8);
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	jobs[0] = make_job(f, "Once upon a time", 32, 0.9f, 7);
+	jobs[1] = make_job(f, "Once upon a time", 32, 0.9f, 7);
+	jobs[2] = make_job(f, "Once upon a time", 32, 0.9f, 8);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	collect(f, &s, jobs, r, 3);
+	assert_int_equal(r[0].len, r[1].len);
+	assert_memory_equal(r[0].text, r[1].text, r[0].len);
+	assert_true(r[0].len != r[2].len || memcmp(r[0].text, r[2].text, r[0].len) != 0);
+	for (int i = 0; i < 3; i++)
+		nb_job_unref(jobs[i]);
+	nb_sched_close(&s);
+}
+
+static void test_queue_full_and_too_long(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[4], *big;
+	static struct result r[3];
+	struct nb_sched_opts o = opts(f, 1, 2, 8);
+	int32_t ids[300] = { 1 };
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	for (int i = 0; i < 4; i++)
+		jobs[i] = make_job(f, prompts[i], 64, 0.0f, 0);
+	/* one running (maybe), two queued: the fourth may not fit */
+	int accepted = 0, busy = 0;
+	for (int i = 0; i < 4; i++) {
+		int ret = nb_sched_submit(&s, jobs[i]);
+		accepted += ret == 0;
+		busy += ret == -NB_EBUSY;
+	}
+	assert_true(accepted >= 2 && accepted <= 3);
+	assert_int_equal(accepted + busy, 4);
+	assert_true(atomic_load(&s.stats.rejected) >= 1);
+	big = nb_job_new(ids, 300); /* longer than the 256-position context */
+	assert_int_equal(nb_sched_submit(&s, big), -NB_ERANGE);
+	nb_job_unref(big);
+	collect(f, &s, jobs, r, (size_t)accepted);
+	for (int i = 0; i < 4; i++)
+		nb_job_unref(jobs[i]);
+	nb_sched_close(&s);
+}
+
+static void test_cancel_frees_the_slot(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *j;
+	static struct result r;
+	struct nb_sched_opts o = opts(f, 1, 2, 8);
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	j = make_job(f, "Once upon a time", 200, 0.0f, 0);
+	assert_int_equal(nb_sched_submit(&s, j), 0);
+	atomic_store(&j->cancel, true);
+	collect(f, &s, &j, &r, 1);
+	assert_int_equal(r.finish, NB_FINISH_CANCEL);
+	assert_true(r.n_gen < 200);
+	assert_int_equal(atomic_load(&s.stats.busy_slots), 0);
+	nb_job_unref(j);
+	nb_sched_close(&s);
+}
+
+static void test_stop_string_and_length(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[2];
+	static struct result r[2];
+	struct nb_sched_opts o = opts(f, 2, 2, 8);
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	jobs[0] = make_job(f, "Once upon a time", 40, 0.0f, 0);
+	jobs[0]->stop_strs[0] = strdup("Lily");
+	jobs[0]->n_stop = 1;
+	jobs[1] = make_job(f, "Once upon a time", 5, 0.0f, 0);
+	assert_int_equal(nb_sched_submit(&s, jobs[0]), 0);
+	assert_int_equal(nb_sched_submit(&s, jobs[1]), 0);
+	collect(f, &s, jobs, r, 2);
+	assert_int_equal(r[0].finish, NB_FINISH_STOP);
+	assert_int_equal(r[0].len, strlen(", there was a little girl named "));
+	assert_memory_equal(r[0].text, ", there was a little girl named ", r[0].len);
+	assert_int_equal(r[1].finish, NB_FINISH_LENGTH);
+	assert_int_equal(r[1].n_gen, 5);
+	nb_job_unref(jobs[0]);
+	nb_job_unref(jobs[1]);
+	nb_sched_close(&s);
+}
+
+static void test_close_cancels_everything(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[3];
+	struct nb_sched_opts o = opts(f, 1, 4, 8);
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	for (int i = 0; i < 3; i++) {
+		jobs[i] = make_job(f, prompts[i], 200, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	}
+	nb_sched_close(&s);
+	for (int i = 0; i < 3; i++) {
+		assert_true(jobs[i]->finish != NB_FINISH_NONE);
+		nb_job_unref(jobs[i]);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_batching_never_changes_results),
+		cmocka_unit_test(test_sampled_jobs_are_reproducible),
+		cmocka_unit_test(test_queue_full_and_too_long),
+		cmocka_unit_test(test_cancel_frees_the_slot),
+		cmocka_unit_test(test_stop_string_and_length),
+		cmocka_unit_test(test_close_cancels_everything),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
