@@ -271,7 +271,7 @@ distclean:
 
 help:
 	@sed -n '2,12s/^# \{0,1\}//p' Makefile
-	@echo "boards: $$(ls board | grep -v build.mk | tr '\n' ' ')"
+	@echo "boards: $$(ls board/*/defconfig | cut -d/ -f2 | tr '\n' ' ')"
 
 # `make O=dir SANITIZE=1 unit-foo` builds and runs tests/unit/test_foo.c alone.
 unit-%: $(objtree)/tests/test_%

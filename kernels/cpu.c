@@ -28,8 +28,14 @@ static unsigned detect_features(void)
 		f |= NB_CPU_FMA;
 	if (os_ymm && (c & bit_F16C))
 		f |= NB_CPU_F16C;
-	if (os_ymm && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX2))
-		f |= NB_CPU_AVX2;
+	if (os_ymm && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+		/* EVEX encodings need the opmask and ZMM state saved too (XCR0 bits 5-7). */
+		int os_zmm = (xgetbv0() & 0xe6) == 0xe6;
+		if (b & bit_AVX2)
+			f |= NB_CPU_AVX2;
+		if (os_zmm && (b & bit_AVX512F) && (b & bit_AVX512VL) && (c & bit_AVX512VNNI))
+			f |= NB_CPU_AVX512VNNI;
+	}
 	return f;
 }
 
@@ -83,7 +89,8 @@ void nb_cpu_describe(const struct nb_cpu *cpu, char *buf, size_t len)
 		const char *name;
 	} names[] = {
 		{ NB_CPU_AVX2, "avx2" },   { NB_CPU_FMA, "fma" },
-		{ NB_CPU_F16C, "f16c" },   { NB_CPU_NEON, "neon" },
+		{ NB_CPU_F16C, "f16c" },   { NB_CPU_AVX512VNNI, "avx512vnni" },
+		{ NB_CPU_NEON, "neon" },
 		{ NB_CPU_DOTPROD, "dotprod" }, { NB_CPU_I8MM, "i8mm" },
 	};
 	size_t used;

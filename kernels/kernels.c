@@ -4,7 +4,7 @@
 
 static const struct nb_kernels *const nb_backends[] = {
 	NB_KERNELS_NEON_I8MM, NB_KERNELS_NEON_DOTPROD, NB_KERNELS_NEON,
-	NB_KERNELS_AVX2,      &nb_kernels_scalar,
+	NB_KERNELS_AVX512VNNI, NB_KERNELS_AVX2, &nb_kernels_scalar,
 };
 
 #define NB_NBACKENDS (sizeof(nb_backends) / sizeof(nb_backends[0]))

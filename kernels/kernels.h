@@ -46,6 +46,13 @@ extern const struct nb_kernels nb_kernels_avx2;
 #define NB_KERNELS_AVX2 NULL
 #endif
 
+#if IS_ENABLED(CONFIG_KERNEL_AVX512VNNI)
+extern const struct nb_kernels nb_kernels_avx512vnni;
+#define NB_KERNELS_AVX512VNNI (&nb_kernels_avx512vnni)
+#else
+#define NB_KERNELS_AVX512VNNI NULL
+#endif
+
 #if IS_ENABLED(CONFIG_KERNEL_NEON)
 extern const struct nb_kernels nb_kernels_neon;
 #define NB_KERNELS_NEON (&nb_kernels_neon)

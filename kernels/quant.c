@@ -131,37 +131,46 @@ static int32_t round_away(float x)
 	return x >= 0 ? (int32_t)(x + 0.5f) : -(int32_t)(-x + 0.5f);
 }
 
-void nb_quant_act(struct nb_qact *a, const float *x, uint32_t m, uint32_t k)
+void nb_quant_act_prepare(struct nb_qact *a, uint32_t m, uint32_t k)
 {
-	const uint32_t G = a->group, ng = (k + G - 1) / G;
-
 	a->m = m;
 	a->k = k;
-	a->kp = ng * G;
-	for (uint32_t i = 0; i < m; i++) {
-		for (uint32_t g = 0; g < ng; g++) {
-			const float *xs = x + (size_t)i * k + (size_t)g * G;
-			int8_t *q = a->q + (size_t)i * a->kp + (size_t)g * G;
-			uint32_t n = k - g * G < G ? k - g * G : G;
-			float amax = 0, d;
-			int32_t sum = 0;
+	a->kp = (k + a->group - 1) / a->group * a->group;
+}
 
-			for (uint32_t j = 0; j < n; j++)
-				amax = fabsf(xs[j]) > amax ? fabsf(xs[j]) : amax;
-			d = amax / 127.0f;
-			for (uint32_t j = 0; j < G; j++) {
-				int32_t v = 0;
-				if (j < n && d > 0) {
-					v = round_away(xs[j] / d);
-					v = v > 127 ? 127 : v < -127 ? -127 : v;
-				}
-				q[j] = (int8_t)v;
-				sum += v;
+void nb_quant_act_blocks(struct nb_qact *a, const float *x, uint64_t b0, uint64_t b1)
+{
+	const uint32_t G = a->group, ng = a->kp / G, k = a->k;
+
+	for (uint64_t b = b0; b < b1; b++) {
+		const uint32_t i = (uint32_t)(b / ng), g = (uint32_t)(b % ng);
+		const float *xs = x + (size_t)i * k + (size_t)g * G;
+		int8_t *q = a->q + (size_t)i * a->kp + (size_t)g * G;
+		uint32_t n = k - g * G < G ? k - g * G : G;
+		float amax = 0, d;
+		int32_t sum = 0;
+
+		for (uint32_t j = 0; j < n; j++)
+			amax = fabsf(xs[j]) > amax ? fabsf(xs[j]) : amax;
+		d = amax / 127.0f;
+		for (uint32_t j = 0; j < G; j++) {
+			int32_t v = 0;
+			if (j < n && d > 0) {
+				v = round_away(xs[j] / d);
+				v = v > 127 ? 127 : v < -127 ? -127 : v;
 			}
-			a->d[(size_t)i * ng + g] = d;
-			a->sum[(size_t)i * ng + g] = sum;
+			q[j] = (int8_t)v;
+			sum += v;
 		}
+		a->d[b] = d;
+		a->sum[b] = sum;
 	}
+}
+
+void nb_quant_act(struct nb_qact *a, const float *x, uint32_t m, uint32_t k)
+{
+	nb_quant_act_prepare(a, m, k);
+	nb_quant_act_blocks(a, x, 0, (uint64_t)m * (a->kp / a->group));
 }
 
 /* Address of the block of (quad, group) and its row-in-quad layout. */

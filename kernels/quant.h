@@ -109,6 +109,11 @@ struct nb_qact {
  * fit the allocation. Defined in scalar C only: it is O(m k), next to
  * O(m k rows) for the matmul it feeds. */
 void nb_quant_act(struct nb_qact *a, const float *x, uint32_t m, uint32_t k);
+/* The same in parts, for threads: prepare sets the shape, then blocks
+ * [b0, b1) of the m * ceil(k/G) blocks (row-major) may be quantized in any
+ * order by anyone: each block's result depends on that block alone. */
+void nb_quant_act_prepare(struct nb_qact *a, uint32_t m, uint32_t k);
+void nb_quant_act_blocks(struct nb_qact *a, const float *x, uint64_t b0, uint64_t b1);
 
 /* Allocates buffers for up to m rows of k columns in groups of G. */
 int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group);

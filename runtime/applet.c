@@ -5,12 +5,14 @@
 /* Alphabetical: --help lists them in this order. */
 static const struct nb_applet *const nb_applets[] = {
 	NB_APPLET_BENCH,
+	NB_APPLET_CHAT,
 	NB_APPLET_CONVERT,
 	NB_APPLET_INSPECT,
 	NB_APPLET_PERPLEXITY,
 	NB_APPLET_QUANTIZE,
 	NB_APPLET_RUN,
 	NB_APPLET_SELFTEST,
+	NB_APPLET_SERVE,
 	NB_APPLET_SHA256,
 	NB_APPLET_VERSION,
 };

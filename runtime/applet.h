@@ -83,6 +83,20 @@ extern const struct nb_applet nb_applet_quantize;
 #define NB_APPLET_QUANTIZE NULL
 #endif
 
+#if IS_ENABLED(CONFIG_APPLET_SERVE)
+extern const struct nb_applet nb_applet_serve;
+#define NB_APPLET_SERVE (&nb_applet_serve)
+#else
+#define NB_APPLET_SERVE NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_CHAT)
+extern const struct nb_applet nb_applet_chat;
+#define NB_APPLET_CHAT (&nb_applet_chat)
+#else
+#define NB_APPLET_CHAT NULL
+#endif
+
 /* NULL if no applet of that name is built in. */
 const struct nb_applet *nb_applet_find(const char *name);
 /* Calls fn for every built-in applet, in alphabetical order. */

@@ -85,13 +85,21 @@ static void add(float *x, const float *y, size_t n)
 		x[i] += y[i];
 }
 
-/* gate[n] = silu(gate) * up */
-static void swiglu(float *gate, const float *up, size_t n)
-{
-	size_t i;
+/* gate[n] = silu(gate) * up, elementwise: any split gives the same bits. */
+struct swiglu_job {
+	float *gate;
+	const float *up;
+	size_t n;
+};
 
-	for (i = 0; i < n; i++)
-		gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
+{
+	const struct swiglu_job *j = arg;
+	uint64_t i0, i1;
+
+	nb_pool_split_aligned(j->n, 16, ith, nth, &i0, &i1);
+	for (uint64_t i = i0; i < i1; i++)
+		j->gate[i] = j->gate[i] / (1.0f + expf(-j->gate[i])) * j->up[i];
 }
 
 /* ---- matrix products ---------------------------------------------------- */
@@ -150,7 +158,22 @@ static void parallel(struct nb_fwd *f, nb_pool_fn fn, void *arg)
 		fn(arg, 0, 1);
 }
 
-/* The input quantized for a weight's group, once per matmul() call. */
+struct quant_job {
+	struct nb_qact *a;
+	const float *x;
+};
+
+static void quant_worker(void *arg, unsigned ith, unsigned nth)
+{
+	const struct quant_job *q = arg;
+	uint64_t b0, b1, n = (uint64_t)q->a->m * (q->a->kp / q->a->group);
+
+	nb_pool_split(n, ith, nth, &b0, &b1);
+	nb_quant_act_blocks(q->a, q->x, b0, b1);
+}
+
+/* The input quantized for a weight's group, once per matmul() call, its
+ * blocks split over the pool (each block is independent: same bits). */
 static const struct nb_qact *quantized_input(struct nb_fwd *f, const struct nb_tensor *w,
 					     const float *x, uint32_t m)
 {
@@ -158,7 +181,9 @@ static const struct nb_qact *quantized_input(struct nb_fwd *f, const struct nb_t
 	int slot = qi->group == 32 ? 0 : 1;
 
 	if (f->act_of[slot] != x || f->act[slot].m != m) {
-		nb_quant_act(&f->act[slot], x, m, (uint32_t)w->shape[1]);
+		struct quant_job q = { &f->act[slot], x };
+		nb_quant_act_prepare(&f->act[slot], m, (uint32_t)w->shape[1]);
+		parallel(f, quant_worker, &q);
 		f->act_of[slot] = x;
 	}
 	return &f->act[slot];
@@ -387,7 +412,10 @@ static void layer_forward(struct nb_fwd *f, uint32_t l, uint32_t n, const uint32
 	for (uint32_t b = 0; b < n; b++) /* xb [n][dim] */
 		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->ffn_norm, dim, hp->norm_eps);
 	matmul(f, f->xb, n, 2, gate_up);        /* hb, hb2 [n][hidden] */
-	swiglu(f->hb, f->hb2, n * hidden);      /* hb [n][hidden] */
+	{
+		struct swiglu_job sj = { f->hb, f->hb2, n * hidden };
+		parallel(f, swiglu_worker, &sj); /* hb [n][hidden] */
+	}
 	matmul1(f, f->xb2, ly->w_down, f->hb, n); /* xb2 [n][dim] */
 	add(f->x, f->xb2, n * dim);
 }

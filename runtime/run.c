@@ -1,4 +1,5 @@
 /* `nibble run`: generate text from a model image, streaming it to stdout. */
+#include "runtime/sys.h"
 #include "runtime/applet.h"
 #include "runtime/err.h"
 #include "runtime/llm.h"
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+
 #define MAX_PROMPT_BYTES (1u << 20)
 
 struct run_opts {
@@ -27,13 +29,6 @@ struct run_opts {
 	struct nb_sampler_params sp;
 	struct nb_stop stop;
 };
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void emit_stdout(void *arg, const char *buf, size_t len)
 {
@@ -170,7 +165,7 @@ static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
 	float *logits;
 	char piece[256];
 	int32_t prev = ids[n_ids - 1], tok;
-	double t0 = now_ms();
+	double t0 = (nb_sys_now() * 1e3);
 	int ret;
 
 	ret = nb_fwd_open_opts(&f, &l->model, &fo);
@@ -182,7 +177,7 @@ static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
 	for (size_t i = 0; i < n_ids; i++)
 		nb_sampler_accept(&smp, ids[i]);
 	ret = nb_fwd_prompt(&f, ids, n_ids, 0, &logits);
-	st->t_prompt = now_ms() - t0;
+	st->t_prompt = (nb_sys_now() * 1e3) - t0;
 	for (uint32_t pos = (uint32_t)n_ids; !ret && st->n_gen < o->n_predict; pos++) {
 		size_t len;
 
@@ -190,7 +185,7 @@ static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
 		if (ret || tok == nb_tok_eos(l->tok))
 			break;
 		if (st->n_gen++ == 0)
-			st->t_first = now_ms() - t0;
+			st->t_first = (nb_sys_now() * 1e3) - t0;
 		nb_sampler_accept(&smp, tok);
 		ret = nb_tok_piece(l->tok, prev, tok, piece, sizeof(piece), &len);
 		if (ret || nb_stop_feed(&o->stop, piece, len, emit_stdout, NULL))
@@ -203,26 +198,11 @@ static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
 		ret = nb_fwd_token(&f, tok, pos, &logits);
 	}
 	nb_stop_flush(&o->stop, emit_stdout, NULL);
-	st->t_gen = now_ms() - t0 - st->t_prompt;
+	st->t_gen = (nb_sys_now() * 1e3) - t0 - st->t_prompt;
 	nb_sampler_close(&smp);
 out_fwd:
 	nb_fwd_close(&f);
 	return ret;
-}
-
-/* Current resident set, from /proc (KiB); 0 if unavailable. */
-static long resident_kib(void)
-{
-	char line[128];
-	long kib = 0;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kib;
 }
 
 static void print_memory(const struct nb_llm *l, uint32_t ctx)
@@ -233,7 +213,7 @@ static void print_memory(const struct nb_llm *l, uint32_t ctx)
 
 	getrusage(RUSAGE_SELF, &ru);
 	fprintf(stderr, "memory: resident %ld KiB (peak %ld KiB); image %zu KiB, KV cache %llu KiB\n",
-		resident_kib(), ru.ru_maxrss, l->img.map_size / 1024, (unsigned long long)kv / 1024);
+		nb_sys_resident_kib(), ru.ru_maxrss, l->img.map_size / 1024, (unsigned long long)kv / 1024);
 }
 
 static void print_stats(const struct gen_stats *st)
@@ -308,10 +288,10 @@ static int run_main(int argc, char **argv)
 		else if (!(o.prompt = stdin_prompt = read_stdin()))
 			return NB_EXIT_FAIL;
 	}
-	t0 = now_ms();
+	t0 = (nb_sys_now() * 1e3);
 	if (nb_llm_open(&l, o.model, nb_image_default_flags()))
 		goto out_free;
-	st.t_load = now_ms() - t0;
+	st.t_load = (nb_sys_now() * 1e3) - t0;
 	ret = encode_prompt(&l, &o, &ids, &st.n_prompt);
 	if (ret)
 		goto out;

@@ -1,3 +1,4 @@
+#include "runtime/sys.h"
 #include "runtime/sched.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
@@ -7,15 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
+
 const double nb_sched_buckets[NB_SCHED_HIST] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 						 0.5,   1,    2.5,   5,    10,  30 };
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* ---- jobs ---------------------------------------------------------------- */
 
@@ -32,10 +27,11 @@ struct nb_job *nb_job_new(const int32_t *prompt, uint32_t n_prompt)
 	}
 	memcpy(j->prompt, prompt, n_prompt * sizeof(int32_t));
 	j->n_prompt = n_prompt;
+	j->stop_token = -1;
 	atomic_init(&j->refs, 1);
 	atomic_init(&j->cancel, false);
 	pthread_mutex_init(&j->lock, NULL);
-	j->t_submit = now_s();
+	j->t_submit = nb_sys_now();
 	return j;
 }
 
@@ -133,7 +129,7 @@ static void finish_job(struct nb_sched *s, struct nb_job *j, enum nb_finish f)
 {
 	pthread_mutex_lock(&j->lock);
 	j->finish = f;
-	j->t_done = now_s();
+	j->t_done = nb_sys_now();
 	pthread_mutex_unlock(&j->lock);
 	atomic_fetch_add_explicit(&s->stats.requests[f], 1, memory_order_relaxed);
 	mark_ready(s, j);
@@ -212,7 +208,7 @@ static void accept_token(struct nb_sched *s, struct nb_slot *sl, const float *lo
 		finish_slot(s, sl, NB_FINISH_ERROR);
 		return;
 	}
-	if (tok == nb_tok_eos(s->llm->tok)) {
+	if (tok == nb_tok_eos(s->llm->tok) || tok == j->stop_token) {
 		finish_slot(s, sl, NB_FINISH_STOP);
 		return;
 	}
@@ -285,7 +281,7 @@ static void step(struct nb_sched *s)
 				finish_slot(s, &s->slots[i], NB_FINISH_ERROR);
 		return;
 	}
-	now = now_s();
+	now = nb_sys_now();
 	for (uint32_t r = 0; r < n; r++) {
 		struct nb_slot *sl = &s->slots[s->row_slot[r]];
 		bool decode = sl->prefilled == sl->job->n_prompt;
@@ -305,7 +301,7 @@ static void step(struct nb_sched *s)
 
 static void update_rate(struct nb_sched *s, double *w_start, unsigned long *w_tokens)
 {
-	double now = now_s();
+	double now = nb_sys_now();
 	unsigned long tokens = atomic_load_explicit(&s->stats.gen_tokens, memory_order_relaxed);
 
 	if (now - *w_start >= 1.0) {
@@ -337,7 +333,7 @@ static void drain(struct nb_sched *s)
 static void *sched_main(void *arg)
 {
 	struct nb_sched *s = arg;
-	double w_start = now_s();
+	double w_start = nb_sys_now();
 	unsigned long w_tokens = 0;
 
 	for (;;) {
@@ -451,18 +447,23 @@ int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_
 	return 0;
 }
 
+void nb_sched_stop(struct nb_sched *s)
+{
+	if (!s->started)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stopping = true;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(s->thread, NULL);
+	s->started = false;
+}
+
 void nb_sched_close(struct nb_sched *s)
 {
 	struct nb_job *j;
 
-	if (s->started) {
-		pthread_mutex_lock(&s->lock);
-		s->stopping = true;
-		pthread_cond_signal(&s->wake);
-		pthread_mutex_unlock(&s->lock);
-		pthread_join(s->thread, NULL);
-		s->started = false;
-	}
+	nb_sched_stop(s);
 	while ((j = nb_sched_ready(s)) != NULL) {
 		while (j) {
 			struct nb_job *next = j->next_ready;
@@ -481,8 +482,8 @@ void nb_sched_close(struct nb_sched *s)
 	free(s->row_slot);
 	free(s->queue);
 	free(s->slots);
-	s->tokens = NULL;
-	s->slots = NULL;
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->wake);
+	/* Closed and zeroed: closing again is harmless. */
+	memset(s, 0, sizeof(*s));
 }

@@ -33,6 +33,7 @@ struct nb_job {
 	struct nb_sampler_params sp;
 	char *stop_strs[NB_STOP_MAX]; /* owned */
 	uint32_t n_stop;
+	int32_t stop_token;    /* ends the answer like EOS (a chat end-of-turn), or -1 */
 	void *owner;           /* the submitter's (the connection) */
 
 	atomic_int refs;
@@ -118,8 +119,10 @@ struct nb_sched {
 };
 
 int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_sched_opts *o);
-/* Cancels every job (queued ones finish with NB_FINISH_CANCEL), joins the
- * thread, frees everything. */
+/* Stops taking work, cancels every job (queued and running end with
+ * NB_FINISH_CANCEL, announced on the ready list) and joins the thread. */
+void nb_sched_stop(struct nb_sched *s);
+/* nb_sched_stop, then drops unread news and frees everything. */
 void nb_sched_close(struct nb_sched *s);
 /* Queues a job (takes a reference). -NB_EBUSY if the queue is full,
  * -NB_ECANCELED while stopping, -NB_ERANGE if it can never fit a slot. */

@@ -1,6 +1,7 @@
 /* `nibble bench`: load time, time to first token, generation speed and
  * resident memory of a model image, each the median of several runs made
  * in this one process. */
+#include "runtime/sys.h"
 #include "kernels/kernels.h"
 #include "runtime/applet.h"
 #include "runtime/err.h"
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+
 #define MAX_REPS 101
 
 struct bench_opts {
@@ -24,27 +26,6 @@ struct bench_opts {
 	uint32_t qtype;
 	uint32_t reps, n_prompt, n_gen, max_threads;
 };
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static long resident_kib(void)
-{
-	char line[128];
-	long kib = 0;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kib;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -87,16 +68,16 @@ static int time_generation(const struct nb_llm *l, const struct bench_opts *o, d
 	ret = nb_fwd_open(&f, &l->model, o->n_prompt + o->n_gen);
 	if (ret)
 		goto out;
-	t0 = now_ms();
+	t0 = (nb_sys_now() * 1e3);
 	ret = nb_fwd_prompt(&f, prompt, o->n_prompt, 0, &logits);
 	tok = argmax(logits, hp->vocab_size);
-	t1 = now_ms();
+	t1 = (nb_sys_now() * 1e3);
 	*ttft = t1 - t0;
 	for (uint32_t i = 0; !ret && i < o->n_gen; i++) {
 		ret = nb_fwd_token(&f, tok, o->n_prompt + i, &logits);
 		tok = argmax(logits, hp->vocab_size);
 	}
-	*tok_s = o->n_gen / ((now_ms() - t1) / 1e3);
+	*tok_s = o->n_gen / (((nb_sys_now() * 1e3) - t1) / 1e3);
 	nb_fwd_close(&f);
 out:
 	free(prompt);
@@ -106,7 +87,7 @@ out:
 static int bench_model(const struct bench_opts *o)
 {
 	double load[MAX_REPS], ttft[MAX_REPS], speed[MAX_REPS];
-	long rss0 = resident_kib(), rss_loaded = 0, rss_gen = 0;
+	long rss0 = nb_sys_resident_kib(), rss_loaded = 0, rss_gen = 0;
 	const struct nb_hparams *hp;
 	struct nb_llm l;
 	uint64_t kv = 0;
@@ -114,13 +95,13 @@ static int bench_model(const struct bench_opts *o)
 	int ret = 0;
 
 	for (uint32_t r = 0; !ret && r < o->reps; r++) {
-		double t0 = now_ms();
+		double t0 = (nb_sys_now() * 1e3);
 		ret = nb_llm_open(&l, o->model, nb_image_default_flags());
 		if (ret)
 			return ret;
-		load[r] = now_ms() - t0;
+		load[r] = (nb_sys_now() * 1e3) - t0;
 		if (r == 0)
-			rss_loaded = resident_kib();
+			rss_loaded = nb_sys_resident_kib();
 		if (o->n_prompt + o->n_gen > l.model.hp.seq_len) {
 			nb_err("bench: %u + %u tokens exceed the context of %u", o->n_prompt, o->n_gen,
 			       l.model.hp.seq_len);
@@ -129,7 +110,7 @@ static int bench_model(const struct bench_opts *o)
 		if (!ret)
 			ret = time_generation(&l, o, &ttft[r], &speed[r]);
 		if (r == 0)
-			rss_gen = resident_kib();
+			rss_gen = nb_sys_resident_kib();
 		image_kib = l.img.map_size / 1024;
 		hp = &l.model.hp;
 		kv = 2ull * hp->n_layers * (o->n_prompt + o->n_gen) * hp->n_kv_heads * hp->head_dim * 4;
@@ -322,7 +303,7 @@ static int write_synthetic(const struct bench_opts *o, const struct shape *sh)
 					    { "source", "nibble bench --synthetic (random weights)" },
 					    { "quantization", nb_qinfo(o->qtype)->name },
 					    { "license", "none: random weights" } };
-	double t0 = now_ms();
+	double t0 = (nb_sys_now() * 1e3);
 	int ret;
 
 	if (!sy)
@@ -336,7 +317,7 @@ static int write_synthetic(const struct bench_opts *o, const struct shape *sh)
 	free(sy);
 	if (!ret)
 		printf("synthetic:   %s, %s, random weights, written in %.1f s\n", sh->name,
-		       nb_qinfo(o->qtype)->name, (now_ms() - t0) / 1e3);
+		       nb_qinfo(o->qtype)->name, ((nb_sys_now() * 1e3) - t0) / 1e3);
 	return ret;
 }
 
@@ -354,7 +335,11 @@ static void bw_worker(void *arg, unsigned ith, unsigned nth)
 	uint64_t lo, hi, s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 
 	nb_pool_split_aligned(b->n, 8, ith, nth, &lo, &hi);
+	/* Prefetched as far ahead as the kernels prefetch their weights, so the
+	 * roofline is what streaming reads can reach, not what a plain loop does. */
 	for (uint64_t i = lo; i + 4 <= hi; i += 4) {
+		if (i % 8 == 0)
+			__builtin_prefetch(b->buf + i + 256);
 		s0 += b->buf[i];
 		s1 += b->buf[i + 1];
 		s2 += b->buf[i + 2];
@@ -376,9 +361,9 @@ static double read_bandwidth(struct nb_pool *pool)
 	memset(buf, 1, bytes);
 	b.buf = buf;
 	for (int r = 0; r < 5; r++) {
-		double t0 = now_ms(), gbs;
+		double t0 = (nb_sys_now() * 1e3), gbs;
 		nb_pool_run(pool, bw_worker, &b);
-		gbs = bytes / ((now_ms() - t0) / 1e3);
+		gbs = bytes / (((nb_sys_now() * 1e3) - t0) / 1e3);
 		best = gbs > best ? gbs : best;
 	}
 	free(buf);
@@ -419,16 +404,24 @@ static int speed(const struct nb_llm *l, const struct nb_kernels *k, struct nb_p
 	ret = nb_fwd_open_opts(&f, &l->model, &fo);
 	if (ret)
 		goto out;
-	t0 = now_ms();
-	ret = nb_fwd_prompt(&f, prompt, o->n_prompt, 0, &lg);
-	*pp = o->n_prompt / ((now_ms() - t0) / 1e3);
-	tok = argmax(lg, vocab);
-	t0 = now_ms();
-	for (uint32_t i = 0; !ret && i < o->n_gen; i++) {
-		ret = nb_fwd_token(&f, tok, o->n_prompt + i, &lg);
+	/* Best of 3, like the bandwidth it is compared with: this measures what
+	 * the code can do, not what a noisy neighbour left of the machine. */
+	*pp = *gen = 0;
+	for (int rep = 0; !ret && rep < (k == &nb_kernels_scalar ? 1 : 3); rep++) {
+		double r;
+		t0 = (nb_sys_now() * 1e3);
+		ret = nb_fwd_prompt(&f, prompt, o->n_prompt, 0, &lg);
+		r = o->n_prompt / (((nb_sys_now() * 1e3) - t0) / 1e3);
+		*pp = r > *pp ? r : *pp;
 		tok = argmax(lg, vocab);
+		t0 = (nb_sys_now() * 1e3);
+		for (uint32_t i = 0; !ret && i < o->n_gen; i++) {
+			ret = nb_fwd_token(&f, tok, o->n_prompt + i, &lg);
+			tok = argmax(lg, vocab);
+		}
+		r = o->n_gen / (((nb_sys_now() * 1e3) - t0) / 1e3);
+		*gen = r > *gen ? r : *gen;
 	}
-	*gen = o->n_gen / ((now_ms() - t0) / 1e3);
 	nb_fwd_close(&f);
 out:
 	free(prompt);
@@ -457,8 +450,8 @@ static int bench_speed(const struct bench_opts *o)
 	       l.model.hp.n_kv_heads, l.model.hp.vocab_size);
 	printf("image:       %.1f MB; %.1f MB read per generated token\n", l.img.map_size / 1e6,
 	       per_tok / 1e6);
-	printf("kernels:     %s; %u-token prompt, %u generated tokens\n", best->name, o->n_prompt,
-	       o->n_gen);
+	printf("kernels:     %s; %u-token prompt, %u generated tokens; speeds best of 3, bandwidth best of 5\n",
+	       best->name, o->n_prompt, o->n_gen);
 	printf("threads  read GB/s  pp tok/s  gen tok/s  roofline tok/s  gen/roofline  pp/gen\n");
 	for (uint32_t t = 1; !ret && t <= o->max_threads; t++) {
 		ret = nb_pool_open(&pool, t, NULL);
@@ -473,10 +466,10 @@ static int bench_speed(const struct bench_opts *o)
 			printf("%7u  %9.1f  %8.1f  %9.2f  %14.2f  %11.0f%%  %6.1fx\n", t, bw[t] / 1e9, pp,
 			       gen, bw[t] / per_tok, 100.0 * gen / (bw[t] / per_tok), pp / gen);
 	}
-	rss = resident_kib();
+	rss = nb_sys_resident_kib();
 	if (!ret && best != &nb_kernels_scalar) {
 		struct bench_opts short_run = *o;
-		short_run.n_prompt = 16;
+		short_run.n_prompt = 8;
 		short_run.n_gen = 4;
 		ret = speed(&l, &nb_kernels_scalar, NULL, &short_run, &sc_pp, &sc_gen);
 		if (!ret)
@@ -524,11 +517,12 @@ static int bench_main(int argc, char **argv)
 		{ "gen-tokens", required_argument, NULL, 'n' },
 		{ "synthetic", required_argument, NULL, 's' }, { "type", required_argument, NULL, 'T' },
 		{ "threads", required_argument, NULL, 't' }, { "out", required_argument, NULL, 'o' },
-		{ "speed", no_argument, NULL, 'S' }, { NULL, 0, NULL, 0 },
+		{ "speed", no_argument, NULL, 'S' }, { "write-only", no_argument, NULL, 'W' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct bench_opts o = { .reps = 5, .n_prompt = 0, .n_gen = 0, .qtype = NB_QTYPE_Q4_G32 };
 	struct nb_cpu cpu;
-	int c, speed_only = 0;
+	int c, speed_only = 0, write_only = 0;
 
 	nb_cpu_detect(&cpu);
 	o.max_threads = (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus : CONFIG_MAX_THREADS);
@@ -542,6 +536,7 @@ static int bench_main(int argc, char **argv)
 		case 't': o.max_threads = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'o': o.out = optarg; break;
 		case 'S': speed_only = 1; break;
+		case 'W': write_only = 1; break;
 		case 'T':
 			o.qtype = 0;
 			for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
@@ -559,6 +554,14 @@ static int bench_main(int argc, char **argv)
 	    o.max_threads < 1 || o.max_threads > CONFIG_MAX_THREADS) {
 		fprintf(stderr, "%s", nb_applet_bench.usage);
 		return NB_EXIT_USAGE;
+	}
+	if (o.synthetic && write_only) {
+		const struct shape *sh = find_shape(o.synthetic);
+		if (!sh || !o.out) {
+			nb_err("bench: --write-only needs a known --synthetic shape and --out");
+			return NB_EXIT_USAGE;
+		}
+		return write_synthetic(&o, sh) ? NB_EXIT_FAIL : NB_EXIT_OK;
 	}
 	if (o.synthetic || speed_only) {
 		o.n_prompt = o.n_prompt ? o.n_prompt : 128;
@@ -587,6 +590,7 @@ const struct nb_applet nb_applet_bench = {
 		 "--synthetic SHAPE: the same on random weights of a real model's shape,\n"
 		 "written as an image first (FILE, default $TMPDIR, removed after): tinyllama\n"
 		 "(TinyLlama-1.1B), smollm-135m, stories260k, llama-3.2-1b. --type: q4_g32\n"
-		 "(default), q4_g128, q4z_g32, q4z_g128, q8_g32.\n",
+		 "(default), q4_g128, q4z_g32, q4z_g128, q8_g32. --write-only: just write\n"
+		 "the image to --out.\n",
 	.main = bench_main,
 };

@@ -66,46 +66,36 @@ static void tri_inverse(const double *l, double *inv, uint32_t n)
 	}
 }
 
-/* u = the upper Cholesky factor of (a + damping)^-1, in place of a
- * (permuted, dead inputs already set to 1). tmp is [n][n]. */
+/* u = the upper Cholesky factor of (a + damp I)^-1, in place of a. tmp
+ * is [n][n]. -NB_ERANGE if a + damp I is not positive definite. */
 static int inverse_factor(double *a, double *tmp, uint32_t n, double damp)
 {
-	double *orig = malloc((size_t)n * n * sizeof(double));
-	int ret = -NB_ERANGE;
+	int ret;
 
-	if (!orig)
-		return -NB_ENOMEM;
-	memcpy(orig, a, (size_t)n * n * sizeof(double));
-	for (int attempt = 0; attempt < 5 && ret; attempt++, damp *= 10) {
-		memcpy(a, orig, (size_t)n * n * sizeof(double));
-		for (uint32_t i = 0; i < n; i++)
-			a[(size_t)i * n + i] += damp;
-		ret = cholesky(a, n);
-		if (ret)
-			continue;
-		/* H^-1 = L^-T L^-1, into a (lower triangle is enough) */
-		tri_inverse(a, tmp, n);
-		for (uint32_t i = 0; i < n; i++)
-			for (uint32_t j = 0; j <= i; j++) {
-				double s = 0;
+	for (uint32_t i = 0; i < n; i++)
+		a[(size_t)i * n + i] += damp;
+	ret = cholesky(a, n);
+	if (ret)
+		return ret;
+	/* H^-1 = L^-T L^-1, into a (its lower triangle is enough) */
+	tri_inverse(a, tmp, n);
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j <= i; j++) {
+			double s = 0;
 
-				for (uint32_t k = i; k < n; k++)
-					s += tmp[(size_t)k * n + i] * tmp[(size_t)k * n + j];
-				a[(size_t)i * n + j] = s;
-			}
-		ret = cholesky(a, n);
-		if (ret)
-			continue;
-		/* U = L2^T: row i of U is column i of L2 */
-		for (uint32_t i = 0; i < n; i++)
-			for (uint32_t j = 0; j < n; j++)
-				tmp[(size_t)i * n + j] = j >= i ? a[(size_t)j * n + i] : 0;
-		memcpy(a, tmp, (size_t)n * n * sizeof(double));
-		if (attempt > 0)
-			nb_warn("gptq: inputs nearly degenerate: damping raised to %g", damp);
-	}
-	free(orig);
-	return ret;
+			for (uint32_t k = i; k < n; k++)
+				s += tmp[(size_t)k * n + i] * tmp[(size_t)k * n + j];
+			a[(size_t)i * n + j] = s;
+		}
+	ret = cholesky(a, n);
+	if (ret)
+		return ret;
+	/* U = L2^T: row i of U is column i of L2 */
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < n; j++)
+			tmp[(size_t)i * n + j] = j >= i ? a[(size_t)j * n + i] : 0;
+	memcpy(a, tmp, (size_t)n * n * sizeof(double));
+	return 0;
 }
 
 struct order {
@@ -122,9 +112,9 @@ static int by_h_desc(const void *a, const void *b)
 	return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* perm[k] = the column quantized k-th; a = H permuted, dead inputs set to 1.
- * Returns the mean diagonal of the live inputs. */
-static double prepare(const struct nb_calib_stat *st, bool act_order, uint32_t *perm, double *a)
+/* perm[k] = the column quantized k-th. Returns the mean diagonal of H
+ * over the live inputs. */
+static double order(const struct nb_calib_stat *st, bool act_order, uint32_t *perm)
 {
 	const uint32_t n = st->cols;
 	struct order *o = malloc(n * sizeof(*o));
@@ -148,13 +138,21 @@ static double prepare(const struct nb_calib_stat *st, bool act_order, uint32_t *
 			perm[i] = o[i].i;
 	}
 	free(o);
+	return live ? sum / live : 1;
+}
+
+/* a = H in quantization order, dead inputs' diagonal set to 1 (their rows
+ * and columns are zero: they stay out of everyone's feedback). */
+static void permuted(const struct nb_calib_stat *st, const uint32_t *perm, double *a)
+{
+	const uint32_t n = st->cols;
+
 	for (uint32_t i = 0; i < n; i++)
 		for (uint32_t j = 0; j < n; j++)
 			a[(size_t)i * n + j] = st->h[(size_t)perm[i] * n + perm[j]];
 	for (uint32_t i = 0; i < n; i++)
 		if (!(a[(size_t)i * n + i] > 0))
 			a[(size_t)i * n + i] = 1;
-	return live ? sum / live : 1;
 }
 
 /* One row: work = the row in quantization order; group parameters of
@@ -192,7 +190,7 @@ int nb_gptq_quantize(struct nb_qmat *m, const float *w, const struct nb_calib_st
 {
 	const uint32_t n = st->cols;
 	uint32_t *perm = NULL;
-	double *a = NULL, *tmp = NULL, *work = NULL, mean;
+	double *a = NULL, *tmp = NULL, *work = NULL, damp;
 	float *gbuf = NULL;
 	int ret;
 
@@ -206,8 +204,14 @@ int nb_gptq_quantize(struct nb_qmat *m, const float *w, const struct nb_calib_st
 	ret = perm && a && tmp && work && gbuf ? 0 : -NB_ENOMEM;
 	if (ret)
 		goto out;
-	mean = prepare(st, o->act_order, perm, a);
-	ret = inverse_factor(a, tmp, n, (double)o->damp * mean);
+	damp = (double)o->damp * order(st, o->act_order, perm);
+	ret = -NB_ERANGE;
+	for (int attempt = 0; attempt < 5 && ret; attempt++, damp *= 10) {
+		permuted(st, perm, a);
+		ret = inverse_factor(a, tmp, n, damp);
+		if (!ret && attempt > 0)
+			nb_warn("gptq: inputs nearly degenerate: damping raised to %g", damp);
+	}
 	if (ret) {
 		nb_err("gptq: the calibration inputs give no invertible Hessian");
 		goto out;

@@ -15,6 +15,7 @@
  *
  * The embedding and the output matrix are quantized round-to-nearest by
  * every method (GPTQ and AWQ tune the linears of the blocks). */
+#include "runtime/sys.h"
 #include "firmware/image.h"
 #include "runtime/applet.h"
 #include "runtime/err.h"
@@ -34,6 +35,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
 
 #define CALIB_MAX_FILE (64u << 20)       /* calibration needs only the start */
 #define CALIB_MAX_TOKENS (1u << 20)
@@ -333,14 +335,6 @@ struct qjob {
 	double loss_rtn, loss_method; /* summed over the calibrated linears */
 	double t0;
 };
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void progress(struct qjob *j, const char *name)
 {
@@ -993,7 +987,7 @@ static int write_out(struct qjob *j)
 			.model_version = j->o->model_version ? j->o->model_version
 				       : j->info.model_version ? j->info.model_version : 1 });
 	if (!ret)
-		nb_info("quantize: wrote %s (%s) in %.1f s", j->o->out, rec, now_s() - j->t0);
+		nb_info("quantize: wrote %s (%s) in %.1f s", j->o->out, rec, nb_sys_now() - j->t0);
 	free(views);
 	return ret;
 }
@@ -1056,7 +1050,7 @@ static int quantize_main(int argc, char **argv)
 		nb_warn("quantize: rtn does not use --calib");
 	j->o = o;
 	j->tty = isatty(STDERR_FILENO);
-	j->t0 = now_s();
+	j->t0 = nb_sys_now();
 	nb_ckpt_init(&j->c);
 	ret = run(j);
 	if (ret)

@@ -6,7 +6,8 @@ set -u
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; tmux kill-session -t nb-menuconfig 2>/dev/null' EXIT
 
-for b in $(ls board | grep -v build.mk); do
+for d in board/*/defconfig; do
+	b=$(basename "$(dirname "$d")")
 	make -s O="$tmp/$b" "${b}_defconfig" > /dev/null 2>&1
 	make -s O="$tmp/$b" savedefconfig > /dev/null 2>&1
 	check "$b: savedefconfig reproduces board/$b/defconfig" diff -u "board/$b/defconfig" "$tmp/$b/defconfig"

@@ -1,0 +1,270 @@
+/* The x86 quantized matmul, shared by the AVX2 and AVX-512 VNNI backends:
+ * included by avx2.c and avx512vnni.c after they define
+ *   MMQ_DOT2(acc, u1, s1, u2, s2)  acc + dot4(u1, s1) + dot4(u2, s2) per int32 lane
+ *   MMQ_DOT1(u, s)                 dot4(u, s) per int32 lane
+ *   MMQ_NAME                       the function's name
+ * where dot4 sums the 4 unsigned x signed byte products of each lane. Both
+ * give the same exact integer partials, so both backends give the same
+ * bits (AVX2: maddubs + madd, without saturation for these ranges; VNNI:
+ * vpdpbusd). Not a module of its own: no header guard on purpose. */
+
+/* ---- Quantized matmul -------------------------------------------------
+ * Per row quad and tile of up to 4 activation rows, two groups at a time:
+ * each block's nibbles are loaded and unpacked once for the whole tile, the
+ * integer partial sums of 4 rows x 2 groups are reduced by an hadd tree into
+ * one vector [g0 r0..r3 | g1 r0..r3] -- the order the two blocks store their
+ * scales in -- and fed to one float accumulator per activation row whose low
+ * half is lane 0 (even groups) and high half lane 1 (odd groups), exactly
+ * as kernels/quant.h defines. */
+
+#define TILE 4
+#define PREFETCH 2048 /* bytes ahead in the weight stream */
+
+static inline __m256i load2x128(const uint8_t *lo, const uint8_t *hi)
+{
+	return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+				       _mm_loadu_si128((const __m128i *)hi), 1);
+}
+
+static inline __m256i bcast128(const int8_t *p)
+{
+	return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* Unsigned nibbles x activations of one group for nt activation rows:
+ * p01[t] holds rows 0 and 1 (four partial sums each, lanes 0-3 / 4-7),
+ * p23[t] rows 2 and 3. Every int16 lane sums <= 4 * 15 * 127: no saturation. */
+static inline __attribute__((always_inline)) void
+q4_group(const uint8_t *qs, uint32_t G, const int8_t *const aq[TILE], const uint32_t nt,
+	 __m256i p01[TILE], __m256i p23[TILE])
+{
+	const __m256i mask = _mm256_set1_epi8(0x0f);
+	const uint32_t rb = G / 2;
+
+#pragma GCC unroll 4
+	for (uint32_t t = 0; t < nt; t++)
+		p01[t] = p23[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+	for (uint32_t c = 0; c < G / 32; c++) {
+		/* Group 32: rows 0,1 (and 2,3) are 32 contiguous bytes. */
+		__m256i w01 = G == 32 ? _mm256_loadu_si256((const __m256i *)qs)
+				      : load2x128(qs + c * 16, qs + rb + c * 16);
+		__m256i w23 = G == 32 ? _mm256_loadu_si256((const __m256i *)(qs + 32))
+				      : load2x128(qs + 2 * rb + c * 16, qs + 3 * rb + c * 16);
+		__m256i lo01 = _mm256_and_si256(w01, mask);
+		__m256i hi01 = _mm256_and_si256(_mm256_srli_epi16(w01, 4), mask);
+		__m256i lo23 = _mm256_and_si256(w23, mask);
+		__m256i hi23 = _mm256_and_si256(_mm256_srli_epi16(w23, 4), mask);
+#pragma GCC unroll 4
+		for (uint32_t t = 0; t < nt; t++) {
+			__m256i alo = bcast128(aq[t] + c * 16), ahi = bcast128(aq[t] + G / 2 + c * 16);
+			p01[t] = MMQ_DOT2(p01[t], lo01, alo, hi01, ahi);
+			p23[t] = MMQ_DOT2(p23[t], lo23, alo, hi23, ahi);
+		}
+	}
+}
+
+/* int8 x int8 of one group (|w| <= 127, so sign() is exact): full sums of
+ * the 4 rows for each activation row, as r[t] = [r0 r1 r2 r3] partial
+ * vectors reduced later. */
+static inline __attribute__((always_inline)) void
+q8_group(const int8_t *qs, const int8_t *const aq[TILE], const uint32_t nt, __m256i p[TILE][4])
+{
+#pragma GCC unroll 4
+	for (uint32_t r = 0; r < 4; r++) {
+		__m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * r));
+		__m256i aw = _mm256_sign_epi8(w, w);
+#pragma GCC unroll 4
+		for (uint32_t t = 0; t < nt; t++) {
+			__m256i a = _mm256_loadu_si256((const __m256i *)aq[t]);
+			p[t][r] = MMQ_DOT1(aw, _mm256_sign_epi8(a, w));
+		}
+	}
+}
+
+/* [g0 r0..r3 | g1 r0..r3] from the 4-bit partials of two groups. */
+static inline __m256i q4_reduce(__m256i a01, __m256i a23, __m256i b01, __m256i b23)
+{
+	const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+	return _mm256_permutevar8x32_epi32(
+		_mm256_hadd_epi32(_mm256_hadd_epi32(a01, a23), _mm256_hadd_epi32(b01, b23)), perm);
+}
+
+/* The same from the 8-bit per-row partials of two groups. */
+static inline __m256i q8_reduce(const __m256i a[4], const __m256i b[4])
+{
+	__m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+	__m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(b[0], b[1]), _mm256_hadd_epi32(b[2], b[3]));
+
+	return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
+				_mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+/* Zero points of 4 rows x 2 groups (zero-point types only). */
+static inline __m256i zero_points(const uint8_t *b0, const uint8_t *b1)
+{
+	int32_t o[8];
+
+	for (int r = 0; r < 4; r++) {
+		o[r] = (b0[8 + r / 2] >> (r & 1 ? 4 : 0)) & 15;
+		o[4 + r] = b1 ? (b1[8 + r / 2] >> (r & 1 ? 4 : 0)) & 15 : 0;
+	}
+	return _mm256_loadu_si256((const __m256i *)o);
+}
+
+static inline __m256 scales(const uint8_t *b0, const uint8_t *b1)
+{
+	int64_t d0, d1 = 0;
+
+	memcpy(&d0, b0, 8);
+	if (b1)
+		memcpy(&d1, b1, 8);
+	return _mm256_cvtph_ps(_mm_set_epi64x(d1, d0));
+}
+
+struct tile {
+	const int8_t *q[TILE];  /* activation rows */
+	const float *d[TILE];   /* their group scales */
+	const int32_t *s[TILE]; /* their group sums */
+};
+
+/* The 4 outputs of one quad for nt activation rows. */
+static inline __attribute__((always_inline)) void
+quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *at,
+	  const uint32_t G, const uint32_t bits, const int zpt, const uint32_t block,
+	  const uint32_t nt)
+{
+	const uint32_t qoff = zpt ? 12 : 8;
+	__m256 acc[TILE];
+
+	#pragma GCC unroll 4
+	for (uint32_t t = 0; t < nt; t++)
+		acc[t] = _mm256_setzero_ps();
+	for (uint32_t g = 0; g < ng; g += 2) {
+		const uint8_t *b0 = qb + (size_t)g * block;
+		const uint8_t *b1 = g + 1 < ng ? b0 + block : NULL;
+
+		/* The weights are one sequential stream (the next quad follows
+		 * this one): fetch ahead of the hardware prefetcher. */
+		_mm_prefetch((const char *)b0 + PREFETCH, _MM_HINT_T0);
+		_mm_prefetch((const char *)b0 + PREFETCH + 64, _MM_HINT_T0);
+		if (block > 128) {
+			_mm_prefetch((const char *)b0 + PREFETCH + 128, _MM_HINT_T0);
+			_mm_prefetch((const char *)b0 + PREFETCH + 192, _MM_HINT_T0);
+		}
+		const int8_t *a0[TILE], *a1[TILE];
+		__m256i isum[TILE], zp = _mm256_setzero_si256();
+		__m256 dw = scales(b0, b1);
+
+		#pragma GCC unroll 4
+		for (uint32_t t = 0; t < nt; t++) {
+			a0[t] = at->q[t] + (size_t)g * G;
+			a1[t] = a0[t] + G;
+		}
+		if (bits == 8) {
+			__m256i p0[TILE][4], p1[TILE][4];
+			q8_group((const int8_t *)(b0 + 8), a0, nt, p0);
+			#pragma GCC unroll 4
+			for (uint32_t t = 0; t < nt; t++)
+				#pragma GCC unroll 4
+				for (int r = 0; r < 4; r++)
+					p1[t][r] = _mm256_setzero_si256();
+			if (b1)
+				q8_group((const int8_t *)(b1 + 8), a1, nt, p1);
+			#pragma GCC unroll 4
+			for (uint32_t t = 0; t < nt; t++)
+				isum[t] = q8_reduce(p0[t], p1[t]);
+		} else {
+			__m256i a01[TILE], a23[TILE], b01[TILE], b23[TILE];
+			q4_group(b0 + qoff, G, a0, nt, a01, a23);
+			if (b1)
+				q4_group(b1 + qoff, G, a1, nt, b01, b23);
+			else
+				#pragma GCC unroll 4
+				for (uint32_t t = 0; t < nt; t++)
+					b01[t] = b23[t] = _mm256_setzero_si256();
+			if (zpt)
+				zp = zero_points(b0, b1);
+			#pragma GCC unroll 4
+			for (uint32_t t = 0; t < nt; t++) {
+				__m256i asum = _mm256_set_m128i(_mm_set1_epi32(b1 ? at->s[t][g + 1] : 0),
+								_mm_set1_epi32(at->s[t][g]));
+				/* levels are stored + offset: subtract offset * sum(a) */
+				__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum)
+						   : _mm256_slli_epi32(asum, 3);
+				isum[t] = _mm256_sub_epi32(q4_reduce(a01[t], a23[t], b01[t], b23[t]), corr);
+			}
+		}
+		#pragma GCC unroll 4
+		for (uint32_t t = 0; t < nt; t++) {
+			__m256 da = _mm256_set_m128(_mm_set1_ps(b1 ? at->d[t][g + 1] : 0.0f),
+						    _mm_set1_ps(at->d[t][g]));
+			acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, da),
+								     _mm256_cvtepi32_ps(isum[t])));
+		}
+	}
+	#pragma GCC unroll 4
+	for (uint32_t t = 0; t < nt; t++)
+		_mm_storeu_ps(o[t], _mm_add_ps(_mm256_castps256_ps128(acc[t]),
+					       _mm256_extractf128_ps(acc[t], 1)));
+}
+
+/* One specialization per (format, tile height): every loop bound is a
+ * constant, so the tile's accumulators live in registers. */
+#define QUAD_FN(name, G, bits, zpt, block, nt)                                                 \
+	static __attribute__((noinline)) void name(float o[TILE][4], const uint8_t *qb,       \
+						   uint32_t ng, const struct tile *at)         \
+	{                                                                                     \
+		quad_tile(o, qb, ng, at, G, bits, zpt, block, nt);                            \
+	}
+#define QUAD_FNS(fmt, G, bits, zpt, block)                                                     \
+	QUAD_FN(quad_##fmt##_1, G, bits, zpt, block, 1)                                       \
+	QUAD_FN(quad_##fmt##_2, G, bits, zpt, block, 2)                                       \
+	QUAD_FN(quad_##fmt##_3, G, bits, zpt, block, 3)                                       \
+	QUAD_FN(quad_##fmt##_4, G, bits, zpt, block, 4)
+
+QUAD_FNS(q4_g32, 32, 4, 0, sizeof(struct nb_q4_g32))
+QUAD_FNS(q4_g128, 128, 4, 0, sizeof(struct nb_q4_g128))
+QUAD_FNS(q4z_g32, 32, 4, 1, sizeof(struct nb_q4z_g32))
+QUAD_FNS(q4z_g128, 128, 4, 1, sizeof(struct nb_q4z_g128))
+QUAD_FNS(q8_g32, 32, 8, 0, sizeof(struct nb_q8_g32))
+
+typedef void (*quad_fn)(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *at);
+
+#define QUAD_ROW(fmt) { quad_##fmt##_1, quad_##fmt##_2, quad_##fmt##_3, quad_##fmt##_4 }
+static const quad_fn quad_fns[NB_QTYPE_MAX - NB_QTYPE_MIN + 1][TILE] = {
+	[NB_QTYPE_Q4_G32 - NB_QTYPE_MIN] = QUAD_ROW(q4_g32),
+	[NB_QTYPE_Q4_G128 - NB_QTYPE_MIN] = QUAD_ROW(q4_g128),
+	[NB_QTYPE_Q4Z_G32 - NB_QTYPE_MIN] = QUAD_ROW(q4z_g32),
+	[NB_QTYPE_Q4Z_G128 - NB_QTYPE_MIN] = QUAD_ROW(q4z_g128),
+	[NB_QTYPE_Q8_G32 - NB_QTYPE_MIN] = QUAD_ROW(q8_g32),
+};
+
+static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
+		      const void *w, uint64_t rows, uint64_t r0, uint64_t r1)
+{
+	const struct nb_qinfo *qi = nb_qinfo(type);
+	const uint32_t ng = a->kp / qi->group;
+	float o[TILE][4];
+	struct tile at;
+
+	for (uint64_t quad = r0 / NB_QROWS; quad * NB_QROWS < r1; quad++) {
+		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
+		for (uint32_t i0 = 0; i0 < a->m; i0 += TILE) {
+			uint32_t nt = a->m - i0 < TILE ? a->m - i0 : TILE;
+			for (uint32_t t = 0; t < nt; t++) {
+				at.q[t] = a->q + (size_t)(i0 + t) * a->kp;
+				at.d[t] = a->d + (size_t)(i0 + t) * ng;
+				at.s[t] = a->sum + (size_t)(i0 + t) * ng;
+			}
+			quad_fns[type - NB_QTYPE_MIN][nt - 1](o, qb, ng, &at);
+			for (uint32_t t = 0; t < nt; t++)
+				for (uint32_t r = 0; r < NB_QROWS; r++) {
+					uint64_t row = quad * NB_QROWS + r;
+					if (row < r1 && row < rows)
+						out[(size_t)(i0 + t) * ldo + row] = o[t][r];
+				}
+		}
+	}
+}
+
