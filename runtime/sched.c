@@ -432,8 +432,14 @@ int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_
 	ret = alloc_scratch(s, rows);
 	for (uint32_t i = 0; !ret && i < o->slots; i++)
 		ret = nb_kv_open(&s->slots[i].kv, &llm->model, o->ctx);
-	if (!ret)
-		ret = nb_pool_open(&s->pool, o->threads, NULL);
+	/* Workers pinned to CPUs 1.., thread 0 (the scheduler's own, which
+	 * does not exist yet) left to the kernel. */
+	if (!ret) {
+		int cpus[CONFIG_MAX_THREADS];
+		for (uint32_t i = 0; i < CONFIG_MAX_THREADS; i++)
+			cpus[i] = i == 0 ? -1 : (int)i;
+		ret = nb_pool_open(&s->pool, o->threads, cpus);
+	}
 	fo.pool = &s->pool;
 	if (!ret)
 		ret = nb_fwd_open_opts(&s->fwd, &llm->model, &fo);

@@ -73,6 +73,12 @@ struct server {
 	uint32_t n_conns;
 	bool stopping;
 	double stop_deadline;
+	/* The model loads on its own thread while the loop already answers
+	 * /health with "loading" and generation requests with 503. */
+	pthread_t loader;
+	bool loader_running, loaded;
+	int load_fd, load_ret;
+	struct nb_sched_opts so;
 	uint64_t next_id;
 	int64_t created;
 	atomic_ulong http_by_status[6]; /* 1xx..5xx, index status / 100 */
@@ -80,7 +86,7 @@ struct server {
 };
 
 /* epoll tags for the non-connection descriptors */
-static char tag_signal, tag_event, tag_unix, tag_tcp;
+static char tag_signal, tag_event, tag_unix, tag_tcp, tag_load;
 
 void nb_server_opts_default(struct nb_server_opts *o)
 {
@@ -339,7 +345,7 @@ static void send_metrics(struct server *s, struct conn *c);
 
 static void send_health(struct server *s, struct conn *c)
 {
-	const char *st = s->stopping ? "stopping"
+	const char *st = !s->loaded ? "loading" : s->stopping ? "stopping"
 			 : atomic_load(&s->sched.stats.queue_depth) >= s->sched.o.queue ? "degraded"
 			 : "ready";
 	char body[160];
@@ -462,6 +468,9 @@ static void handle_request(struct server *s, struct conn *c)
 		get ? send_health(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
 	} else if (path_is(r, "/metrics")) {
 		get ? send_metrics(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
+	} else if (!s->loaded && (path_is(r, "/v1/models") || path_is(r, "/v1/completions") ||
+				  path_is(r, "/v1/chat/completions"))) {
+		respond_error(s, c, 503, "the model is still loading", "Retry-After: 1\r\n");
 	} else if (path_is(r, "/v1/models")) {
 		get ? send_models(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
 	} else if (path_is(r, "/v1/chat/completions") || path_is(r, "/v1/completions")) {
@@ -988,35 +997,75 @@ static void setup_template(struct server *s)
 	s->model_name = s->name_buf;
 }
 
+/* The loader thread: image, tokenizer, model, scheduler; then a word on load_fd. */
+static void *load_main(void *arg)
+{
+	struct server *s = arg;
+	struct nb_sched_opts *so = &s->so;
+	const uint64_t one = 1;
+	struct nb_cpu cpu;
+	int ret = nb_llm_open(&s->llm, s->o->model, nb_image_default_flags());
+
+	if (!ret) {
+		nb_openai_limits_default(&s->lim);
+		setup_template(s);
+		nb_cpu_detect(&cpu);
+		so->ctx = so->ctx ? so->ctx
+				  : (s->llm.model.hp.seq_len < 2048 ? s->llm.model.hp.seq_len : 2048);
+		so->threads = so->threads ? so->threads
+					  : (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus
+										      : CONFIG_MAX_THREADS);
+		s->lim.max_tokens = s->o->max_tokens ? s->o->max_tokens : so->ctx;
+		ret = nb_sched_open(&s->sched, &s->llm, so);
+	}
+	s->load_ret = ret;
+	if (write(s->load_fd, &one, sizeof(one)) < 0)
+		nb_err("serve: cannot signal the end of loading");
+	return NULL;
+}
+
+/* Called on load_fd: the model is ready, or the server gives up. */
+static int loaded(struct server *s)
+{
+	uint64_t v;
+
+	if (read(s->load_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		nb_dbg("serve: load eventfd read failed");
+	pthread_join(s->loader, NULL);
+	s->loader_running = false;
+	if (s->load_ret) {
+		nb_err("serve: cannot load %s: %s", s->o->model, nb_strerror(s->load_ret));
+		return s->load_ret;
+	}
+	s->loaded = true;
+	nb_info("serve: ready: %s, %u slots x %u positions, queue %u, %u threads", s->model_name,
+		s->so.slots, s->so.ctx, s->so.queue, s->so.threads);
+	return 0;
+}
+
 static int setup(struct server *s, const struct nb_server_opts *o)
 {
-	struct nb_sched_opts so = o->sched;
-	struct nb_cpu cpu;
 	sigset_t mask;
 	int ret;
 
 	s->o = o;
-	s->ep = s->sfd = s->efd = s->unix_fd = s->tcp_fd = -1;
+	s->so = o->sched;
+	s->ep = s->sfd = s->efd = s->load_fd = s->unix_fd = s->tcp_fd = -1;
 	s->created = (int64_t)time(NULL);
+	nb_llm_init(&s->llm);
 	if (o->listen && !o->api_key_file) {
 		nb_err("serve: --listen needs --api-key-file (TCP clients must authenticate)");
 		return -NB_EINVAL;
 	}
 	if (o->api_key_file && (ret = read_api_key(s)))
 		return ret;
-	ret = nb_llm_open(&s->llm, o->model, nb_image_default_flags());
-	if (ret)
-		return ret;
-	setup_template(s);
-	nb_openai_limits_default(&s->lim);
-	setup_template(s);
-	nb_cpu_detect(&cpu);
-	so.ctx = so.ctx ? so.ctx : (s->llm.model.hp.seq_len < 2048 ? s->llm.model.hp.seq_len : 2048);
-	so.threads = so.threads ? so.threads
-				: (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus : CONFIG_MAX_THREADS);
-	s->lim.max_tokens = o->max_tokens ? o->max_tokens : so.ctx;
+	if (access(o->model, R_OK) != 0) {
+		nb_err("serve: %s: %s", o->model, strerror(errno));
+		return -NB_ENOENT;
+	}
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	so.notify_fd = s->efd;
+	s->load_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	s->so.notify_fd = s->efd;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
@@ -1025,11 +1074,9 @@ static int setup(struct server *s, const struct nb_server_opts *o)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	s->ep = epoll_create1(EPOLL_CLOEXEC);
-	if (s->efd < 0 || s->sfd < 0 || s->ep < 0)
+	if (s->efd < 0 || s->load_fd < 0 || s->sfd < 0 || s->ep < 0)
 		return -NB_EIO;
-	ret = nb_sched_open(&s->sched, &s->llm, &so);
-	if (!ret)
-		ret = listen_unix(s);
+	ret = listen_unix(s);
 	if (!ret && o->listen)
 		ret = listen_tcp(s);
 	if (!ret)
@@ -1041,14 +1088,21 @@ static int setup(struct server *s, const struct nb_server_opts *o)
 	if (!ret && s->tcp_fd >= 0)
 		ret = add_fd(s, s->tcp_fd, &tag_tcp);
 	if (!ret)
-		nb_info("serve: %s on %s%s%s: %u slots x %u positions, queue %u, %u threads",
-			s->model_name, o->socket_path, o->listen ? " and " : "", o->listen ? o->listen : "",
-			so.slots, so.ctx, so.queue, so.threads);
+		ret = add_fd(s, s->load_fd, &tag_load);
+	if (!ret && pthread_create(&s->loader, NULL, load_main, s) != 0)
+		ret = -NB_ENOMEM;
+	if (!ret) {
+		s->loader_running = true;
+		nb_info("serve: listening on %s%s%s, loading %s", o->socket_path,
+			o->listen ? " and " : "", o->listen ? o->listen : "", o->model);
+	}
 	return ret;
 }
 
 static void teardown(struct server *s)
 {
+	if (s->loader_running) /* stopped while loading: let it finish first */
+		pthread_join(s->loader, NULL);
 	/* Cancel what still runs: each job ends with an error its client gets. */
 	if (s->sched.started) {
 		nb_sched_stop(&s->sched);
@@ -1074,6 +1128,8 @@ static void teardown(struct server *s)
 	nb_sched_close(&s->sched);
 	if (s->efd >= 0)
 		close(s->efd);
+	if (s->load_fd >= 0)
+		close(s->load_fd);
 	nb_llm_close(&s->llm);
 }
 
@@ -1097,6 +1153,8 @@ int nb_server_run(const struct nb_server_opts *o)
 					begin_shutdown(s);
 			} else if (p == &tag_event) {
 				on_sched_event(s);
+			} else if (p == &tag_load) {
+				ret = loaded(s);
 			} else if (p == &tag_unix) {
 				accept_conns(s, s->unix_fd, false);
 			} else if (p == &tag_tcp) {
@@ -1110,7 +1168,8 @@ int nb_server_run(const struct nb_server_opts *o)
 			check_timeouts(s);
 			last_tick = nb_sys_now();
 		}
-		if (s->stopping && (!jobs_running(s) || nb_sys_now() > s->stop_deadline))
+		if (s->stopping && !s->loader_running &&
+		    (!jobs_running(s) || nb_sys_now() > s->stop_deadline))
 			break;
 	}
 	teardown(s);
