@@ -122,6 +122,19 @@ static inline __m256 scales(const uint8_t *b0, const uint8_t *b1)
 	return _mm256_cvtph_ps(_mm_set_epi64x(d1, d0));
 }
 
+/* [p[0] x4 | p[1] x4] from one 64-bit load (p[1] read only if both). */
+static inline __m256i pair_i32(const int32_t *p, bool both)
+{
+	const __m256i idx = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+	__m128i v = both ? _mm_loadl_epi64((const __m128i *)p) : _mm_cvtsi32_si128(p[0]);
+	return _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(v), idx);
+}
+
+static inline __m256 pair_f32(const float *p, bool both)
+{
+	return _mm256_castsi256_ps(pair_i32((const int32_t *)p, both));
+}
+
 struct tile {
 	const int8_t *q[TILE];  /* activation rows */
 	const float *d[TILE];   /* their group scales */
@@ -187,8 +200,7 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 				zp = zero_points(b0, b1);
 			#pragma GCC unroll 4
 			for (uint32_t t = 0; t < nt; t++) {
-				__m256i asum = _mm256_set_m128i(_mm_set1_epi32(b1 ? at->s[t][g + 1] : 0),
-								_mm_set1_epi32(at->s[t][g]));
+				__m256i asum = pair_i32(at->s[t] + g, b1 != NULL);
 				/* levels are stored + offset: subtract offset * sum(a) */
 				__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum)
 						   : _mm256_slli_epi32(asum, 3);
@@ -197,8 +209,7 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 		}
 		#pragma GCC unroll 4
 		for (uint32_t t = 0; t < nt; t++) {
-			__m256 da = _mm256_set_m128(_mm_set1_ps(b1 ? at->d[t][g + 1] : 0.0f),
-						    _mm_set1_ps(at->d[t][g]));
+			__m256 da = pair_f32(at->d[t] + g, b1 != NULL);
 			acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, da),
 								     _mm256_cvtepi32_ps(isum[t])));
 		}

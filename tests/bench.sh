@@ -19,14 +19,14 @@ for t in q4_g32 q4_g128; do
 	$NB bench --synthetic tinyllama --type "$t"
 	echo
 done
-echo "== server: TinyLlama-1.1B shape q4_g32, 16 slots, 2 threads, streaming completions of 32 tokens"
+echo "== server: TinyLlama-1.1B shape q4_g32, 16 slots, 2 threads, streaming completions of 64 tokens (7-token prompts)"
 $NB bench --synthetic tinyllama --write-only --out build/bench/models/tinyllama-q4.nib > /dev/null
 rm -f build/bench/nibble.sock
 $NB serve -m build/bench/models/tinyllama-q4.nib -s build/bench/nibble.sock --slots 16 \
 	--ctx 256 --threads 2 2> build/bench/serve.log &
 srv=$!
 for i in $(seq 100); do [ -S build/bench/nibble.sock ] && break; sleep 0.2; done
-python3 tests/bench_server.py build/bench/nibble.sock 32
+python3 tests/bench_server.py build/bench/nibble.sock 64
 kill -TERM $srv
 wait $srv
 rm -f build/bench/models/tinyllama-q4.nib
