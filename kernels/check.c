@@ -162,7 +162,7 @@ static int check_mmq(const struct nb_kernels *k, struct nb_rng *rng, struct nb_c
 {
 	static const uint32_t shapes[][2] = { { 4, 32 },  { 1, 32 },   { 5, 64 },  { 8, 96 },
 					      { 17, 172 }, { 12, 256 }, { 3, 128 }, { 36, 2048 } };
-	static const uint32_t ms[] = { 1, 2, 5 };
+	static const uint32_t ms[] = { 1, 2, 5, 9 }; /* 9: a full tile of 8 plus one */
 
 	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
 		for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)

@@ -17,7 +17,12 @@
  * half is lane 0 (even groups) and high half lane 1 (odd groups), exactly
  * as kernels/quant.h defines. */
 
-#define TILE 4
+/* Activation rows per tile: each block is unpacked once for all of them.
+ * 4 fits AVX2's 16 vector registers; the VNNI build (AVX512VL: 32) uses 8. */
+#ifndef MMQ_TILE
+#define MMQ_TILE 4
+#endif
+#define TILE MMQ_TILE
 #define PREFETCH 2048 /* bytes ahead in the weight stream */
 
 static inline __m256i load2x128(const uint8_t *lo, const uint8_t *hi)
@@ -41,10 +46,10 @@ q4_group(const uint8_t *qs, uint32_t G, const int8_t *const aq[TILE], const uint
 	const __m256i mask = _mm256_set1_epi8(0x0f);
 	const uint32_t rb = G / 2;
 
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 	for (uint32_t t = 0; t < nt; t++)
 		p01[t] = p23[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 	for (uint32_t c = 0; c < G / 32; c++) {
 		/* Group 32: rows 0,1 (and 2,3) are 32 contiguous bytes. */
 		__m256i w01 = G == 32 ? _mm256_loadu_si256((const __m256i *)qs)
@@ -55,7 +60,7 @@ q4_group(const uint8_t *qs, uint32_t G, const int8_t *const aq[TILE], const uint
 		__m256i hi01 = _mm256_and_si256(_mm256_srli_epi16(w01, 4), mask);
 		__m256i lo23 = _mm256_and_si256(w23, mask);
 		__m256i hi23 = _mm256_and_si256(_mm256_srli_epi16(w23, 4), mask);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++) {
 			__m256i alo = bcast128(aq[t] + c * 16), ahi = bcast128(aq[t] + G / 2 + c * 16);
 			p01[t] = MMQ_DOT2(p01[t], lo01, alo, hi01, ahi);
@@ -70,11 +75,11 @@ q4_group(const uint8_t *qs, uint32_t G, const int8_t *const aq[TILE], const uint
 static inline __attribute__((always_inline)) void
 q8_group(const int8_t *qs, const int8_t *const aq[TILE], const uint32_t nt, __m256i p[TILE][4])
 {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 	for (uint32_t r = 0; r < 4; r++) {
 		__m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * r));
 		__m256i aw = _mm256_sign_epi8(w, w);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++) {
 			__m256i a = _mm256_loadu_si256((const __m256i *)aq[t]);
 			p[t][r] = MMQ_DOT1(aw, _mm256_sign_epi8(a, w));
@@ -82,12 +87,12 @@ q8_group(const int8_t *qs, const int8_t *const aq[TILE], const uint32_t nt, __m2
 	}
 }
 
-/* [g0 r0..r3 | g1 r0..r3] from the 4-bit partials of two groups. */
-static inline __m256i q4_reduce(__m256i a01, __m256i a23, __m256i b01, __m256i b23)
+/* [g0 r0..r3 | g1 r0..r3] from each group's halved 4-bit partials
+ * (hadd(rows 0,1, rows 2,3) of group 0 and of group 1). */
+static inline __m256i q4_finish(__m256i h0, __m256i h1)
 {
 	const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-	return _mm256_permutevar8x32_epi32(
-		_mm256_hadd_epi32(_mm256_hadd_epi32(a01, a23), _mm256_hadd_epi32(b01, b23)), perm);
+	return _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(h0, h1), perm);
 }
 
 /* The same from the 8-bit per-row partials of two groups. */
@@ -150,7 +155,7 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 	const uint32_t qoff = zpt ? 12 : 8;
 	__m256 acc[TILE];
 
-	#pragma GCC unroll 4
+	#pragma GCC unroll 8
 	for (uint32_t t = 0; t < nt; t++)
 		acc[t] = _mm256_setzero_ps();
 	for (uint32_t g = 0; g < ng; g += 2) {
@@ -169,7 +174,7 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 		__m256i isum[TILE], zp = _mm256_setzero_si256();
 		__m256 dw = scales(b0, b1);
 
-		#pragma GCC unroll 4
+		#pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++) {
 			a0[t] = at->q[t] + (size_t)g * G;
 			a1[t] = a0[t] + G;
@@ -177,44 +182,53 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 		if (bits == 8) {
 			__m256i p0[TILE][4], p1[TILE][4];
 			q8_group((const int8_t *)(b0 + 8), a0, nt, p0);
-			#pragma GCC unroll 4
+			#pragma GCC unroll 8
 			for (uint32_t t = 0; t < nt; t++)
-				#pragma GCC unroll 4
+				#pragma GCC unroll 8
 				for (int r = 0; r < 4; r++)
 					p1[t][r] = _mm256_setzero_si256();
 			if (b1)
 				q8_group((const int8_t *)(b1 + 8), a1, nt, p1);
-			#pragma GCC unroll 4
+			#pragma GCC unroll 8
 			for (uint32_t t = 0; t < nt; t++)
 				isum[t] = q8_reduce(p0[t], p1[t]);
 		} else {
-			__m256i a01[TILE], a23[TILE], b01[TILE], b23[TILE];
-			q4_group(b0 + qoff, G, a0, nt, a01, a23);
-			if (b1)
-				q4_group(b1 + qoff, G, a1, nt, b01, b23);
-			else
-				#pragma GCC unroll 4
+			/* Each group's partials are halved at once (hadd of its two
+			 * row pairs), which keeps a tile's live state small. */
+			__m256i p01[TILE], p23[TILE], h0[TILE], h1[TILE];
+			q4_group(b0 + qoff, G, a0, nt, p01, p23);
+			#pragma GCC unroll 8
+			for (uint32_t t = 0; t < nt; t++)
+				h0[t] = _mm256_hadd_epi32(p01[t], p23[t]);
+			if (b1) {
+				q4_group(b1 + qoff, G, a1, nt, p01, p23);
+				#pragma GCC unroll 8
 				for (uint32_t t = 0; t < nt; t++)
-					b01[t] = b23[t] = _mm256_setzero_si256();
+					h1[t] = _mm256_hadd_epi32(p01[t], p23[t]);
+			} else {
+				#pragma GCC unroll 8
+				for (uint32_t t = 0; t < nt; t++)
+					h1[t] = _mm256_setzero_si256();
+			}
 			if (zpt)
 				zp = zero_points(b0, b1);
-			#pragma GCC unroll 4
+			#pragma GCC unroll 8
 			for (uint32_t t = 0; t < nt; t++) {
 				__m256i asum = pair_i32(at->s[t] + g, b1 != NULL);
 				/* levels are stored + offset: subtract offset * sum(a) */
 				__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum)
 						   : _mm256_slli_epi32(asum, 3);
-				isum[t] = _mm256_sub_epi32(q4_reduce(a01[t], a23[t], b01[t], b23[t]), corr);
+				isum[t] = _mm256_sub_epi32(q4_finish(h0[t], h1[t]), corr);
 			}
 		}
-		#pragma GCC unroll 4
+		#pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++) {
 			__m256 da = pair_f32(at->d[t] + g, b1 != NULL);
 			acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, da),
 								     _mm256_cvtepi32_ps(isum[t])));
 		}
 	}
-	#pragma GCC unroll 4
+	#pragma GCC unroll 8
 	for (uint32_t t = 0; t < nt; t++)
 		_mm_storeu_ps(o[t], _mm_add_ps(_mm256_castps256_ps128(acc[t]),
 					       _mm256_extractf128_ps(acc[t], 1)));
@@ -228,11 +242,27 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 	{                                                                                     \
 		quad_tile(o, qb, ng, at, G, bits, zpt, block, nt);                            \
 	}
-#define QUAD_FNS(fmt, G, bits, zpt, block)                                                     \
+#define QUAD_FNS4(fmt, G, bits, zpt, block)                                                    \
 	QUAD_FN(quad_##fmt##_1, G, bits, zpt, block, 1)                                       \
 	QUAD_FN(quad_##fmt##_2, G, bits, zpt, block, 2)                                       \
 	QUAD_FN(quad_##fmt##_3, G, bits, zpt, block, 3)                                       \
 	QUAD_FN(quad_##fmt##_4, G, bits, zpt, block, 4)
+#if TILE == 8
+#define QUAD_FNS(fmt, G, bits, zpt, block)                                                     \
+	QUAD_FNS4(fmt, G, bits, zpt, block)                                                   \
+	QUAD_FN(quad_##fmt##_5, G, bits, zpt, block, 5)                                       \
+	QUAD_FN(quad_##fmt##_6, G, bits, zpt, block, 6)                                       \
+	QUAD_FN(quad_##fmt##_7, G, bits, zpt, block, 7)                                       \
+	QUAD_FN(quad_##fmt##_8, G, bits, zpt, block, 8)
+#define QUAD_ROW(fmt)                                                                          \
+	{ quad_##fmt##_1, quad_##fmt##_2, quad_##fmt##_3, quad_##fmt##_4,                     \
+	  quad_##fmt##_5, quad_##fmt##_6, quad_##fmt##_7, quad_##fmt##_8 }
+#elif TILE == 4
+#define QUAD_FNS QUAD_FNS4
+#define QUAD_ROW(fmt) { quad_##fmt##_1, quad_##fmt##_2, quad_##fmt##_3, quad_##fmt##_4 }
+#else
+#error "MMQ_TILE must be 4 or 8"
+#endif
 
 QUAD_FNS(q4_g32, 32, 4, 0, sizeof(struct nb_q4_g32))
 QUAD_FNS(q4_g128, 128, 4, 0, sizeof(struct nb_q4_g128))
@@ -242,7 +272,6 @@ QUAD_FNS(q8_g32, 32, 8, 0, sizeof(struct nb_q8_g32))
 
 typedef void (*quad_fn)(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *at);
 
-#define QUAD_ROW(fmt) { quad_##fmt##_1, quad_##fmt##_2, quad_##fmt##_3, quad_##fmt##_4 }
 static const quad_fn quad_fns[NB_QTYPE_MAX - NB_QTYPE_MIN + 1][TILE] = {
 	[NB_QTYPE_Q4_G32 - NB_QTYPE_MIN] = QUAD_ROW(q4_g32),
 	[NB_QTYPE_Q4_G128 - NB_QTYPE_MIN] = QUAD_ROW(q4_g128),
