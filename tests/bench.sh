@@ -25,7 +25,10 @@ rm -f build/bench/nibble.sock
 $NB serve -m build/bench/models/tinyllama-q4.nib -s build/bench/nibble.sock --slots 16 \
 	--ctx 256 --threads 2 2> build/bench/serve.log &
 srv=$!
-for i in $(seq 100); do [ -S build/bench/nibble.sock ] && break; sleep 0.2; done
+for i in $(seq 200); do
+	curl -s --unix-socket build/bench/nibble.sock http://x/health 2>/dev/null | grep -q '"ready"' && break
+	sleep 0.1
+done
 python3 tests/bench_server.py build/bench/nibble.sock 64
 kill -TERM $srv
 wait $srv

@@ -21,8 +21,16 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$tmp/key"
 "$NB" serve -m "$tmp/m.nib" -s "$SOCK" --slots 4 --queue 32 --read-timeout 2 \
 	--listen "127.0.0.1:$PORT" --api-key-file "$tmp/key" --grace 2 2> "$tmp/serve.log" &
 pid=$!
-for i in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 C="curl -s --max-time 30 --unix-socket $SOCK"
+# The socket is up before the model: wait for /health to say ready.
+wait_ready() {
+	for i in $(seq 200); do
+		$C http://x/health 2>/dev/null | grep -q '"ready"' && return 0
+		sleep 0.1
+	done
+	return 1
+}
+wait_ready
 
 check_output "the socket exists with mode 0660" "^srw-rw----" ls -l "$SOCK"
 check_output "GET /health: ready" '"status":"ready"' $C http://x/health
@@ -133,7 +141,7 @@ kill -TERM "$pid"; wait "$pid"; pid=
 "$NB" bench --synthetic smollm-135m --write-only --out "$tmp/slow.nib" > /dev/null
 "$NB" serve -m "$tmp/slow.nib" -s "$SOCK" --slots 2 --grace 1.5 2>> "$tmp/serve.log" &
 pid=$!
-for i in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+wait_ready
 $C -N http://x/v1/completions -d '{"prompt":"Once","max_tokens":2000,"stream":true}' > "$tmp/cut" &
 cut=$!
 sleep 1
