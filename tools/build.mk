@@ -5,4 +5,4 @@ obj-$(CONFIG_APPLET_CONVERT) += tools/convert.o
 obj-y += tools/image_write.o
 obj-$(CONFIG_APPLET_BENCH) += tools/bench.o
 obj-$(CONFIG_APPLET_PERPLEXITY) += tools/perplexity.o
-obj-$(CONFIG_APPLET_QUANTIZE) += tools/quantize.o tools/qmat.o tools/awq.o tools/gptq.o
+obj-$(CONFIG_APPLET_QUANTIZE) += tools/perplexity.o tools/quantize.o tools/qmat.o tools/awq.o tools/gptq.o

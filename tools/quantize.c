@@ -23,6 +23,7 @@
 #include "runtime/log.h"
 #include "runtime/tokenizer.h"
 #include "tools/convert.h"
+#include "tools/perplexity.h"
 #include "tools/quantize.h"
 
 #include <errno.h>
@@ -505,49 +506,6 @@ static char *read_calib(const char *path, size_t *len)
 	return buf;
 }
 
-static bool is_space(char c)
-{
-	return c == ' ' || (c >= '\t' && c <= '\r');
-}
-
-static void strip(const char **s, size_t *len)
-{
-	while (*len && is_space(**s)) {
-		(*s)++;
-		(*len)--;
-	}
-	while (*len && is_space((*s)[*len - 1]))
-		(*len)--;
-}
-
-/* The next document of text[*off..len), split as `nibble perplexity`
- * splits its text: up to a line that is "<|endoftext|>" once stripped of
- * ASCII whitespace, itself stripped. */
-static bool next_doc(const char *text, size_t len, size_t *off, const char **doc, size_t *n)
-{
-	static const char sep[] = "<|endoftext|>";
-	size_t start = *off, p = *off, end = len;
-
-	if (start >= len)
-		return false;
-	while (p < len) {
-		const char *nl = memchr(text + p, '\n', len - p), *line = text + p;
-		size_t line_end = nl ? (size_t)(nl - text) : len, ll = line_end - p;
-
-		strip(&line, &ll);
-		if (ll == sizeof(sep) - 1 && memcmp(line, sep, ll) == 0) {
-			end = p;
-			p = nl ? line_end + 1 : len;
-			break;
-		}
-		p = nl ? line_end + 1 : len;
-	}
-	*off = p;
-	*doc = text + start;
-	*n = end - start;
-	strip(doc, n);
-	return true;
-}
 
 /* Appends one document's tokens (BOS first) up to the budget, in
  * sequences of at most seq_len. */
@@ -593,7 +551,9 @@ static int load_calib(struct qjob *j)
 	j->ids = malloc(budget * sizeof(int32_t));
 	j->seqs = malloc(budget * sizeof(struct seq));
 	ret = j->ids && j->seqs ? nb_tok_open(&tok, &j->c.tok) : -NB_ENOMEM;
-	while (!ret && j->n_ids < budget && next_doc(text, len, &off, &doc, &n)) {
+	/* Documents as `nibble perplexity` splits them. */
+	while (!ret && j->n_ids < budget &&
+	       nb_ppl_next_doc(text, len, "<|endoftext|>", &off, &doc, &n)) {
 		if (n == 0)
 			continue;
 		ret = add_doc(j, tok, doc, n, budget);
