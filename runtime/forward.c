@@ -109,12 +109,12 @@ static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
 struct matmul_job {
 	float *out;               /* [m][rows] */
 	const struct nb_tensor *w;
+	const struct nb_qact *a;  /* the input quantized for w's group (matmul() sets it) */
 };
 
 struct matmul {
 	struct nb_fwd *f;
 	const float *x;           /* [m][cols] float input (F32 weights) */
-	const struct nb_qact *a;  /* the same, quantized (quantized weights) */
 	uint32_t m, n_jobs;
 	struct matmul_job jobs[3];
 };
@@ -145,7 +145,7 @@ static void matmul_worker(void *arg, unsigned ith, unsigned nth)
 		if (j->w->type == NB_DTYPE_F32)
 			matmul_rows_f32(mm, j, r0, r1);
 		else
-			mm->f->kern->mm_q(j->out, (size_t)rows, mm->a, j->w->type, j->w->data, rows,
+			mm->f->kern->mm_q(j->out, (size_t)rows, j->a, j->w->type, j->w->data, rows,
 					  r0, r1);
 	}
 }
@@ -172,36 +172,36 @@ static void quant_worker(void *arg, unsigned ith, unsigned nth)
 	nb_quant_act_blocks(q->a, q->x, b0, b1);
 }
 
-/* The input quantized for a weight's group, once per matmul() call, its
- * blocks split over the pool (each block is independent: same bits). */
-static const struct nb_qact *quantized_input(struct nb_fwd *f, const struct nb_tensor *w,
-					     const float *x, uint32_t m)
+/* x [m][cols] quantized into the buffer of w's group size, its blocks
+ * split over the pool (each block is independent: same bits). */
+static const struct nb_qact *quantize_input(struct nb_fwd *f, const struct nb_tensor *w,
+					    const float *x, uint32_t m)
 {
-	const struct nb_qinfo *qi = nb_qinfo(w->type);
-	int slot = qi->group == 32 ? 0 : 1;
+	struct nb_qact *a = &f->act[nb_qinfo(w->type)->group == 32 ? 0 : 1];
+	struct quant_job q = { a, x };
 
-	if (f->act_of[slot] != x || f->act[slot].m != m) {
-		struct quant_job q = { &f->act[slot], x };
-		nb_quant_act_prepare(&f->act[slot], m, (uint32_t)w->shape[1]);
-		parallel(f, quant_worker, &q);
-		f->act_of[slot] = x;
-	}
-	return &f->act[slot];
+	nb_quant_act_prepare(a, m, (uint32_t)w->shape[1]);
+	parallel(f, quant_worker, &q);
+	return a;
 }
 
 /* Every matrix product of the model comes through here. The jobs share the
- * input x [m][cols]; quantized weights of one call share a group size. */
+ * input x [m][cols]; each quantized job gets it quantized for its own group
+ * size (an image may mix formats), once per size and call. */
 static void matmul(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs,
 		   const struct matmul_job *jobs)
 {
 	struct matmul mm = { .f = f, .x = x, .m = m, .n_jobs = n_jobs };
+	const struct nb_qact *by_group[2] = { NULL, NULL }; /* group 32, group 128 */
 
-	/* Buffers are reused with new contents: quantize afresh each call. */
-	f->act_of[0] = f->act_of[1] = NULL;
 	for (uint32_t t = 0; t < n_jobs; t++) {
 		mm.jobs[t] = jobs[t];
-		if (jobs[t].w->type != NB_DTYPE_F32)
-			mm.a = quantized_input(f, jobs[t].w, x, m);
+		if (jobs[t].w->type != NB_DTYPE_F32) {
+			int g = nb_qinfo(jobs[t].w->type)->group == 32 ? 0 : 1;
+			if (!by_group[g])
+				by_group[g] = quantize_input(f, jobs[t].w, x, m);
+			mm.jobs[t].a = by_group[g];
+		}
 		if (f->capture)
 			for (uint32_t i = 0; i < m; i++)
 				f->capture(f->capture_arg, jobs[t].w, x + (size_t)i * jobs[t].w->shape[1]);
@@ -212,7 +212,7 @@ static void matmul(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs
 static void matmul1(struct nb_fwd *f, float *out, const struct nb_tensor *w, const float *x,
 		    uint32_t m)
 {
-	const struct matmul_job j = { out, w };
+	const struct matmul_job j = { out, w, NULL };
 	matmul(f, x, m, 1, &j);
 }
 
@@ -388,8 +388,9 @@ static void layer_forward(struct nb_fwd *f, uint32_t l, uint32_t n, const uint32
 	const size_t q_dim = (size_t)hp->n_heads * hp->head_dim;
 	const size_t kv_dim = (size_t)hp->n_kv_heads * hp->head_dim;
 	const size_t xb_dim = q_dim > dim ? q_dim : dim;
-	const struct matmul_job qkv[3] = { { f->q, ly->wq }, { f->k, ly->wk }, { f->v, ly->wv } };
-	const struct matmul_job gate_up[2] = { { f->hb, ly->w_gate }, { f->hb2, ly->w_up } };
+	const struct matmul_job qkv[3] = { { f->q, ly->wq, NULL }, { f->k, ly->wk, NULL },
+					   { f->v, ly->wv, NULL } };
+	const struct matmul_job gate_up[2] = { { f->hb, ly->w_gate, NULL }, { f->hb2, ly->w_up, NULL } };
 	struct attn at = { f, n, l, pos, kv };
 
 	/* attention block */

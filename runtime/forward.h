@@ -61,7 +61,6 @@ struct nb_fwd {
 	float *rope_cos;    /* [max_batch][head_dim / 2] */
 	float *rope_sin;    /* [max_batch][head_dim / 2] */
 	struct nb_qact act[2];   /* quantized activations: group 32, group 128 */
-	const float *act_of[2];  /* which buffer act[i] holds (NULL: none) */
 	struct nb_kv **row_kv;   /* [max_batch] the cache of each row of a batch */
 	void *mem;          /* the one allocation behind the float buffers */
 	/* Optional (NULL): sees the input x [cols] of every matrix product row

@@ -25,9 +25,10 @@ struct qmodel {
 	struct nb_model m;
 };
 
-/* Every matrix of the checkpoint in `type` (norms stay float); with
- * dequant, stored back as float32 after quantization. */
-static void quantize_model_to(struct qmodel *q, uint32_t type, int dequant)
+/* Every matrix of the checkpoint in `type` (norms stay float), but the
+ * query matrices in q_type (0: type too); with dequant, stored back as
+ * float32 after quantization. */
+static void quantize_mixed(struct qmodel *q, uint32_t type, uint32_t q_type, int dequant)
 {
 	nb_ckpt_init(&q->c);
 	assert_int_equal(nb_import_llama2c(&q->c, "models/stories260K/stories260K.bin",
@@ -38,20 +39,22 @@ static void quantize_model_to(struct qmodel *q, uint32_t type, int dequant)
 		struct nb_tensor *t = &q->t[i];
 		uint64_t bytes;
 
+		const uint32_t tt = q_type && strstr(ct->name, "attn_q") ? q_type : type;
+
 		t->name = ct->name;
 		t->ndim = ct->ndim;
 		memcpy(t->shape, ct->shape, sizeof(t->shape));
-		if (ct->ndim == 2 && type != NB_DTYPE_F32) {
-			assert_int_equal(nb_qtensor_bytes(type, ct->shape[0], ct->shape[1], &bytes), 0);
+		if (ct->ndim == 2 && tt != NB_DTYPE_F32) {
+			assert_int_equal(nb_qtensor_bytes(tt, ct->shape[0], ct->shape[1], &bytes), 0);
 			q->data[i] = malloc(bytes);
-			assert_int_equal(nb_quantize_rtn(type, ct->data, ct->shape[0], ct->shape[1],
+			assert_int_equal(nb_quantize_rtn(tt, ct->data, ct->shape[0], ct->shape[1],
 							 q->data[i]), 0);
-			t->type = type;
+			t->type = tt;
 			t->data = q->data[i];
 			t->size = bytes;
 			if (dequant) {
 				for (uint64_t r = 0; r < ct->shape[0]; r++)
-					nb_quant_dequant_row(type, q->data[i], ct->shape[1], r,
+					nb_quant_dequant_row(tt, q->data[i], ct->shape[1], r,
 							     ct->data + r * ct->shape[1]);
 				t->type = NB_DTYPE_F32;
 				t->data = ct->data;
@@ -66,6 +69,11 @@ static void quantize_model_to(struct qmodel *q, uint32_t type, int dequant)
 	}
 	nb_model_init(&q->m);
 	assert_int_equal(nb_model_bind(&q->m, &q->c.hp, q->t, q->n), 0);
+}
+
+static void quantize_model_to(struct qmodel *q, uint32_t type, int dequant)
+{
+	quantize_mixed(q, type, 0, dequant);
 }
 
 static void quantize_model(struct qmodel *q, uint32_t type)
@@ -129,7 +137,9 @@ static void run_batched(const struct nb_model *m, const struct nb_kernels *k, fl
 	nb_fwd_close(&f);
 }
 
-static void check_type(uint32_t type)
+/* type for every matrix, q_type (0: type) for the query matrices: an image
+ * may mix group sizes, and one matrix product can then span both. */
+static void check_mixed(uint32_t type, uint32_t q_type)
 {
 	float *ref = malloc(NP * 512 * 4), *got = malloc(NP * 512 * 4), *fl = malloc(NP * 512 * 4);
 	struct qmodel q, fq;
@@ -138,7 +148,7 @@ static void check_type(uint32_t type)
 	double max_diff = 0;
 
 	nb_cpu_detect(&cpu);
-	quantize_model(&q, type);
+	quantize_mixed(&q, type, q_type, 0);
 	run_seq(&q.m, &nb_kernels_scalar, NULL, ref);
 	for (size_t i = 0; i < nb_kernels_count(); i++) {
 		const struct nb_kernels *k = nb_kernels_at(i);
@@ -158,7 +168,7 @@ static void check_type(uint32_t type)
 	}
 	/* The integer path computes what the dequantized weights compute in
 	 * float, up to the int8 rounding of the activations. */
-	quantize_model_to(&fq, type, 1);
+	quantize_mixed(&fq, type, q_type, 1);
 	run_seq(&fq.m, &nb_kernels_scalar, NULL, fl);
 	for (size_t i = 0; i < NP * 512; i++)
 		max_diff = fmax(max_diff, fabs((double)ref[i] - fl[i]));
@@ -172,11 +182,18 @@ static void check_type(uint32_t type)
 	free(fl);
 }
 
+static void check_type(uint32_t type)
+{
+	check_mixed(type, 0);
+}
+
 static void test_q4_g32(void **s) { (void)s; check_type(NB_QTYPE_Q4_G32); }
 static void test_q4_g128(void **s) { (void)s; check_type(NB_QTYPE_Q4_G128); }
 static void test_q4z_g32(void **s) { (void)s; check_type(NB_QTYPE_Q4Z_G32); }
 static void test_q4z_g128(void **s) { (void)s; check_type(NB_QTYPE_Q4Z_G128); }
 static void test_q8_g32(void **s) { (void)s; check_type(NB_QTYPE_Q8_G32); }
+/* q/k/v in one product with group 32 and group 128 weights. */
+static void test_mixed_groups(void **s) { (void)s; check_mixed(NB_QTYPE_Q4_G128, NB_QTYPE_Q8_G32); }
 
 /* The float path is batch- and thread-invariant too. */
 static void test_f32_batched(void **s)
@@ -204,7 +221,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_q4_g32),   cmocka_unit_test(test_q4_g128),
 		cmocka_unit_test(test_q4z_g32),  cmocka_unit_test(test_q4z_g128),
-		cmocka_unit_test(test_q8_g32),   cmocka_unit_test(test_f32_batched),
+		cmocka_unit_test(test_q8_g32),   cmocka_unit_test(test_mixed_groups),
+		cmocka_unit_test(test_f32_batched),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
