@@ -741,7 +741,7 @@ void nb_openai_buf_free(struct nb_openai_buf *b)
 	nb_openai_buf_init(b);
 }
 
-static int buf_put(struct nb_openai_buf *b, const char *s, size_t n)
+int nb_openai_buf_append(struct nb_openai_buf *b, const char *s, size_t n)
 {
 	if (n > SIZE_MAX / 2 - b->len)
 		return -NB_ENOMEM;
@@ -771,8 +771,8 @@ static int emit(struct nb_openai_buf *b, cJSON *j, bool sse)
 	int err = -NB_ENOMEM;
 
 	cJSON_Delete(j);
-	if (s && !(err = sse ? buf_put(b, "data: ", 6) : 0) && !(err = buf_put(b, s, strlen(s))))
-		err = sse ? buf_put(b, "\n\n", 2) : 0;
+	if (s && !(err = sse ? nb_openai_buf_append(b, "data: ", 6) : 0) && !(err = nb_openai_buf_append(b, s, strlen(s))))
+		err = sse ? nb_openai_buf_append(b, "\n\n", 2) : 0;
 	free(s);
 	if (err && b->data) {
 		b->len = old;
@@ -925,7 +925,7 @@ int nb_openai_chunk_usage(struct nb_openai_buf *b, const struct nb_openai_meta *
 
 int nb_openai_chunk_done(struct nb_openai_buf *b)
 {
-	return buf_put(b, "data: [DONE]\n\n", 14);
+	return nb_openai_buf_append(b, "data: [DONE]\n\n", 14);
 }
 
 int nb_openai_models(struct nb_openai_buf *b, const char *name, int64_t created)

@@ -82,6 +82,8 @@ struct nb_openai_buf {
 };
 void nb_openai_buf_init(struct nb_openai_buf *b);
 void nb_openai_buf_free(struct nb_openai_buf *b);
+/* Appends n bytes (kept NUL-terminated); -NB_ENOMEM leaves b as it was. */
+int nb_openai_buf_append(struct nb_openai_buf *b, const char *s, size_t n);
 
 #include "runtime/finish.h" /* enum nb_finish, shared with the scheduler */
 

@@ -394,11 +394,6 @@ struct nb_job *nb_sched_ready(struct nb_sched *s)
 	return list;
 }
 
-uint32_t nb_sched_load(struct nb_sched *s)
-{
-	return atomic_load(&s->stats.busy_slots) + atomic_load(&s->stats.queue_depth);
-}
-
 static int alloc_scratch(struct nb_sched *s, uint32_t rows)
 {
 	s->tokens = calloc(rows, sizeof(*s->tokens));

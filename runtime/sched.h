@@ -130,7 +130,5 @@ int nb_sched_submit(struct nb_sched *s, struct nb_job *j);
 /* The jobs with news since the last call, as a list through next_ready
  * (one reference each, to drop with nb_job_unref). */
 struct nb_job *nb_sched_ready(struct nb_sched *s);
-/* Slots running plus jobs queued. */
-uint32_t nb_sched_load(struct nb_sched *s);
 
 #endif

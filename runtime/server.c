@@ -148,24 +148,6 @@ static void flush(struct server *s, struct conn *c)
 	arm(s, c, c->out_off < c->out.len);
 }
 
-static int put(struct conn *c, const char *data, size_t len)
-{
-	if (c->out.len + len > c->out.cap) {
-		size_t cap = c->out.cap ? c->out.cap : 4096;
-		char *p;
-		while (cap < c->out.len + len)
-			cap *= 2;
-		p = realloc(c->out.data, cap);
-		if (!p)
-			return -NB_ENOMEM;
-		c->out.data = p;
-		c->out.cap = cap;
-	}
-	memcpy(c->out.data + c->out.len, data, len);
-	c->out.len += len;
-	return 0;
-}
-
 static void count_status(struct server *s, int status)
 {
 	if (status >= 100 && status < 600)
@@ -183,7 +165,7 @@ static void respond(struct server *s, struct conn *c, int status, const char *ty
 	size_t n;
 
 	count_status(s, status);
-	if (nb_http_write_head(head, sizeof(head), &r, &n) || put(c, head, n) || put(c, body, len))
+	if (nb_http_write_head(head, sizeof(head), &r, &n) || nb_openai_buf_append(&c->out, head, n) || nb_openai_buf_append(&c->out, body, len))
 		c->keep_alive = false;
 	c->close_after = !c->keep_alive;
 }
@@ -209,9 +191,9 @@ static void put_chunk(struct conn *c, const struct nb_openai_buf *ev)
 
 	if (!ev->len || nb_http_chunk_head(head, sizeof(head), ev->len, &n))
 		return;
-	put(c, head, n);
-	put(c, ev->data, ev->len);
-	put(c, "\r\n", 2);
+	nb_openai_buf_append(&c->out, head, n);
+	nb_openai_buf_append(&c->out, ev->data, ev->len);
+	nb_openai_buf_append(&c->out, "\r\n", 2);
 }
 
 /* ---- connections ---------------------------------------------------------- */
@@ -514,7 +496,7 @@ static void on_readable(struct server *s, struct conn *c)
 		}
 		ret = nb_http_commit(&c->http, (size_t)n);
 		if (nb_http_take_continue(&c->http))
-			put(c, NB_HTTP_CONTINUE, strlen(NB_HTTP_CONTINUE));
+			nb_openai_buf_append(&c->out, NB_HTTP_CONTINUE, strlen(NB_HTTP_CONTINUE));
 		if (ret < 0) {
 			c->keep_alive = false;
 			respond_error(s, c, nb_http_status(&c->http), "malformed request", NULL);
@@ -557,7 +539,7 @@ static void stream_head(struct server *s, struct conn *c)
 	c->head_sent = true;
 	count_status(s, 200);
 	if (nb_http_write_head(head, sizeof(head), &r, &n) == 0)
-		put(c, head, n);
+		nb_openai_buf_append(&c->out, head, n);
 	nb_openai_buf_init(&ev);
 	if (c->meta.endpoint != NB_OPENAI_COMPLETION && nb_openai_chunk_role(&ev, &c->meta) == 0)
 		put_chunk(c, &ev);
@@ -584,14 +566,7 @@ static void job_text(struct conn *c, const char *text, size_t len, bool last,
 	if (keep && c->stream) {
 		nb_openai_chunk_text(into, &c->meta, joined, keep);
 	} else if (keep) {
-		size_t need = c->text.len + keep;
-		char *p = need > c->text.cap ? realloc(c->text.data, need * 2) : c->text.data;
-		if (p) {
-			c->text.cap = need > c->text.cap ? need * 2 : c->text.cap;
-			c->text.data = p;
-			memcpy(c->text.data + c->text.len, joined, keep);
-			c->text.len = need;
-		}
+		nb_openai_buf_append(&c->text, joined, keep);
 	}
 	free(joined);
 }
@@ -618,7 +593,7 @@ static void finish_stream(struct server *s, struct conn *c, enum nb_finish f, ui
 	if (nb_openai_chunk_done(&ev) == 0)
 		put_chunk(c, &ev);
 	nb_openai_buf_free(&ev);
-	put(c, "0\r\n\r\n", 5);
+	nb_openai_buf_append(&c->out, "0\r\n\r\n", 5);
 	(void)s;
 }
 
@@ -768,26 +743,9 @@ static bool jobs_running(const struct server *s)
 
 /* ---- metrics (Prometheus text format) ------------------------------------ */
 
-static void buf_add(struct nb_openai_buf *b, const char *s, size_t len)
-{
-	if (b->len + len + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *p;
-		while (cap < b->len + len + 1)
-			cap *= 2;
-		if (!(p = realloc(b->data, cap)))
-			return;
-		b->data = p;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, s, len);
-	b->len += len;
-	b->data[b->len] = '\0';
-}
-
 static void buf_str(struct nb_openai_buf *b, const char *s)
 {
-	buf_add(b, s, strlen(s));
+	nb_openai_buf_append(b, s, strlen(s));
 }
 
 static void metric_hist(struct nb_openai_buf *b, const char *name, const char *help,
@@ -796,7 +754,7 @@ static void metric_hist(struct nb_openai_buf *b, const char *name, const char *h
 	char line[256];
 	int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
 
-	buf_add(b, line, (size_t)n);
+	nb_openai_buf_append(b, line, (size_t)n);
 	for (int i = 0; i <= NB_SCHED_HIST; i++) {
 		if (i < NB_SCHED_HIST)
 			n = snprintf(line, sizeof(line), "%s_bucket{le=\"%g\"} %lu\n", name,
@@ -804,11 +762,11 @@ static void metric_hist(struct nb_openai_buf *b, const char *name, const char *h
 		else
 			n = snprintf(line, sizeof(line), "%s_bucket{le=\"+Inf\"} %lu\n", name,
 				     atomic_load(&hist[i]));
-		buf_add(b, line, (size_t)n);
+		nb_openai_buf_append(b, line, (size_t)n);
 	}
 	n = snprintf(line, sizeof(line), "%s_sum %.6f\n%s_count %lu\n", name,
 		     atomic_load(sum_us) / 1e6, name, atomic_load(count));
-	buf_add(b, line, (size_t)n);
+	nb_openai_buf_append(b, line, (size_t)n);
 }
 
 static void metric(struct nb_openai_buf *b, const char *name, const char *type, const char *help,
@@ -817,7 +775,7 @@ static void metric(struct nb_openai_buf *b, const char *name, const char *type, 
 	char line[320];
 	int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s%s %.17g\n", name, help,
 			 name, type, name, labels, v);
-	buf_add(b, line, (size_t)n);
+	nb_openai_buf_append(b, line, (size_t)n);
 }
 
 static void send_metrics(struct server *s, struct conn *c)
@@ -833,19 +791,19 @@ static void send_metrics(struct server *s, struct conn *c)
 	for (int i = NB_FINISH_STOP; i <= NB_FINISH_ERROR; i++) {
 		int n = snprintf(line, sizeof(line), "nibble_requests_total{outcome=\"%s\"} %lu\n",
 				 outcome[i], atomic_load(&st->requests[i]));
-		buf_add(&b, line, (size_t)n);
+		nb_openai_buf_append(&b, line, (size_t)n);
 	}
 	{
 		int n = snprintf(line, sizeof(line), "nibble_requests_total{outcome=\"rejected\"} %lu\n",
 				 atomic_load(&st->rejected));
-		buf_add(&b, line, (size_t)n);
+		nb_openai_buf_append(&b, line, (size_t)n);
 	}
 	buf_str(&b, "# HELP nibble_http_responses_total HTTP responses by status class.\n"
 		    "# TYPE nibble_http_responses_total counter\n");
 	for (int i = 1; i <= 5; i++) {
 		int n = snprintf(line, sizeof(line), "nibble_http_responses_total{code=\"%dxx\"} %lu\n", i,
 				 atomic_load(&s->http_by_status[i]));
-		buf_add(&b, line, (size_t)n);
+		nb_openai_buf_append(&b, line, (size_t)n);
 	}
 	metric(&b, "nibble_prompt_tokens_total", "counter", "Prompt tokens processed.", "",
 	       (double)atomic_load(&st->prompt_tokens));
