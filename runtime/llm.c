@@ -62,7 +62,7 @@ void nb_llm_close(struct nb_llm *l)
 	nb_image_close(&l->img);
 }
 
-static int32_t argmax(const float *v, uint32_t n)
+int32_t nb_llm_argmax(const float *v, uint32_t n)
 {
 	int32_t best = 0;
 
@@ -87,7 +87,7 @@ int nb_llm_greedy(const struct nb_model *m, const int32_t *prompt, uint32_t n_pr
 		return ret;
 	ret = nb_fwd_prompt(&f, prompt, n_prompt, 0, &logits);
 	for (uint32_t i = 0; !ret && i < steps; i++) {
-		out[i] = argmax(logits, m->hp.vocab_size);
+		out[i] = nb_llm_argmax(logits, m->hp.vocab_size);
 		if (i + 1 < steps)
 			ret = nb_fwd_token(&f, out[i], n_prompt + i, &logits);
 	}

@@ -20,7 +20,11 @@ void nb_llm_init(struct nb_llm *l);
 int nb_llm_open(struct nb_llm *l, const char *path, unsigned image_flags);
 void nb_llm_close(struct nb_llm *l);
 
-/* Greedy continuation (argmax, lowest id on ties) of prompt for steps
+/* Index of the largest logit, the lowest id on ties: the greedy choice of
+ * golden vectors, benchmarks and top-1 agreement. */
+int32_t nb_llm_argmax(const float *v, uint32_t n);
+
+/* Greedy continuation (nb_llm_argmax) of prompt for steps
  * tokens, no stop on EOS: the golden-vector procedure. */
 int nb_llm_greedy(const struct nb_model *m, const int32_t *prompt, uint32_t n_prompt,
 		  uint32_t steps, int32_t *out);

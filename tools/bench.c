@@ -39,15 +39,6 @@ static double median(double *v, uint32_t n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static int32_t argmax(const float *v, uint32_t n)
-{
-	int32_t best = 0;
-	for (uint32_t i = 1; i < n; i++)
-		if (v[i] > v[best])
-			best = (int32_t)i;
-	return best;
-}
-
 /* One prompt + greedy generation; times the first token and the rest. */
 static int time_generation(const struct nb_llm *l, const struct bench_opts *o, double *ttft,
 			   double *tok_s)
@@ -70,12 +61,12 @@ static int time_generation(const struct nb_llm *l, const struct bench_opts *o, d
 		goto out;
 	t0 = (nb_sys_now() * 1e3);
 	ret = nb_fwd_prompt(&f, prompt, o->n_prompt, 0, &logits);
-	tok = argmax(logits, hp->vocab_size);
+	tok = nb_llm_argmax(logits, hp->vocab_size);
 	t1 = (nb_sys_now() * 1e3);
 	*ttft = t1 - t0;
 	for (uint32_t i = 0; !ret && i < o->n_gen; i++) {
 		ret = nb_fwd_token(&f, tok, o->n_prompt + i, &logits);
-		tok = argmax(logits, hp->vocab_size);
+		tok = nb_llm_argmax(logits, hp->vocab_size);
 	}
 	*tok_s = o->n_gen / (((nb_sys_now() * 1e3) - t1) / 1e3);
 	nb_fwd_close(&f);
@@ -383,7 +374,6 @@ static uint64_t bytes_per_token(const struct nb_llm *l)
 	return sum;
 }
 
-static int32_t argmax(const float *v, uint32_t n);
 
 /* Prompt processing and generation speed with these kernels and threads. */
 static int speed(const struct nb_llm *l, const struct nb_kernels *k, struct nb_pool *pool,
@@ -413,11 +403,11 @@ static int speed(const struct nb_llm *l, const struct nb_kernels *k, struct nb_p
 		ret = nb_fwd_prompt(&f, prompt, o->n_prompt, 0, &lg);
 		r = o->n_prompt / (((nb_sys_now() * 1e3) - t0) / 1e3);
 		*pp = r > *pp ? r : *pp;
-		tok = argmax(lg, vocab);
+		tok = nb_llm_argmax(lg, vocab);
 		t0 = (nb_sys_now() * 1e3);
 		for (uint32_t i = 0; !ret && i < o->n_gen; i++) {
 			ret = nb_fwd_token(&f, tok, o->n_prompt + i, &lg);
-			tok = argmax(lg, vocab);
+			tok = nb_llm_argmax(lg, vocab);
 		}
 		r = o->n_gen / (((nb_sys_now() * 1e3) - t0) / 1e3);
 		*gen = r > *gen ? r : *gen;

@@ -251,16 +251,6 @@ double nb_ppl_kl(const float *p_logits, const float *q_logits, uint32_t n)
 	return kl;
 }
 
-uint32_t nb_ppl_argmax(const float *v, uint32_t n)
-{
-	uint32_t best = 0;
-
-	for (uint32_t i = 1; i < n; i++)
-		if (v[i] > v[best])
-			best = i;
-	return best;
-}
-
 /* ---- scoring ------------------------------------------------------------------ */
 
 /* A scoring run: a window's positions go through the model in batches of
@@ -300,7 +290,7 @@ static int score_position(struct ppl_run *r, const float *lm, const float *lb, i
 	if (lb) {
 		st->base_nll += bnll;
 		st->kl += kl;
-		st->top1_same += nb_ppl_argmax(lm, r->vocab) == nb_ppl_argmax(lb, r->vocab);
+		st->top1_same += nb_llm_argmax(lm, r->vocab) == nb_llm_argmax(lb, r->vocab);
 	}
 	return 0;
 }

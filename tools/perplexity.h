@@ -71,8 +71,6 @@ double nb_ppl_nll(const float *logits, uint32_t n, int32_t target);
 /* KL(P || Q) = sum_i p_i (log p_i - log q_i) with P = softmax(p_logits),
  * Q = softmax(q_logits), in double; exactly 0 for identical logits. */
 double nb_ppl_kl(const float *p_logits, const float *q_logits, uint32_t n);
-/* Index of the largest value, the lowest one on ties. */
-uint32_t nb_ppl_argmax(const float *v, uint32_t n);
 
 /* Sums over the scored positions so far. The base_* fields and kl,
  * top1_same are filled only when there is a base model. */

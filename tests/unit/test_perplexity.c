@@ -308,9 +308,9 @@ static void test_argmax(void **state)
 	static const float v[] = { 1.0f, 3.0f, -2.0f, 3.0f, 2.9f };
 
 	(void)state;
-	assert_int_equal(nb_ppl_argmax(v, 5), 1); /* lowest id on ties */
-	assert_int_equal(nb_ppl_argmax(v, 1), 0);
-	assert_int_equal(nb_ppl_argmax(v + 2, 3), 1);
+	assert_int_equal(nb_llm_argmax(v, 5), 1); /* lowest id on ties */
+	assert_int_equal(nb_llm_argmax(v, 1), 0);
+	assert_int_equal(nb_llm_argmax(v + 2, 3), 1);
 }
 
 /* ---- tokenizer checks -------------------------------------------------------- */
