@@ -116,38 +116,77 @@ static void on_text(struct reader *r, const char *p, size_t n)
 	}
 }
 
-/* Reads the whole response: status, headers, chunked body. */
+/* The response as it arrives: status and headers first, then each HTTP
+ * chunk as soon as it is complete, so the answer prints while the model
+ * writes it. */
+struct dechunk {
+	char in[1 << 16];
+	size_t len;
+	int status; /* 0 until the head is in */
+};
+
+/* Consumes what is complete in d->in; 1 at the terminating chunk. */
+static int dechunk_step(struct dechunk *d, struct reader *r)
+{
+	for (;;) {
+		char *end, *data;
+		unsigned long size;
+
+		if (!d->status) {
+			char *body = memmem(d->in, d->len, "\r\n\r\n", 4);
+			if (!body)
+				return 0;
+			if (sscanf(d->in, "HTTP/1.%*d %d", &d->status) != 1)
+				d->status = -1;
+			if (d->status != 200)
+				return 0; /* the error body is read to the end */
+			body += 4;
+			d->len -= (size_t)(body - d->in);
+			memmove(d->in, body, d->len);
+		}
+		data = memmem(d->in, d->len, "\r\n", 2);
+		if (!data)
+			return 0;
+		size = strtoul(d->in, &end, 16);
+		if (end == d->in)
+			return -1;
+		data += 2;
+		if (size == 0)
+			return 1;
+		if ((size_t)(data - d->in) + size + 2 > d->len)
+			return 0;
+		on_text(r, data, size);
+		d->len -= (size_t)(data - d->in) + size + 2;
+		memmove(d->in, data + size + 2, d->len);
+	}
+}
+
 static int read_response(int fd, struct reader *r)
 {
-	static char in[1 << 20];
-	size_t have = 0, at;
-	char *body;
+	static struct dechunk d;
 	ssize_t n;
-	int status = 0;
+	int done = 0;
 
-	while ((n = recv(fd, in + have, sizeof(in) - 1 - have, 0)) > 0)
-		have += (size_t)n;
-	in[have] = '\0';
-	if (sscanf(in, "HTTP/1.%*d %d", &status) != 1 || !(body = strstr(in, "\r\n\r\n"))) {
-		nb_err("chat: not an HTTP response");
+	d.len = 0;
+	d.status = 0;
+	while (!done && d.len < sizeof(d.in) - 1 &&
+	       (n = recv(fd, d.in + d.len, sizeof(d.in) - 1 - d.len, 0)) > 0) {
+		d.len += (size_t)n;
+		if (d.status <= 200)
+			done = dechunk_step(&d, r);
+	}
+	d.in[d.len] = '\0';
+	if (d.status != 200) {
+		const char *body = strstr(d.in, "\r\n\r\n");
+		if (d.status <= 0)
+			nb_err("chat: not an HTTP response");
+		else
+			fprintf(stderr, "nibble: chat: HTTP %d: %s\n", d.status, body ? body + 4 : "");
+		return d.status <= 0 ? -NB_EFORMAT : -NB_EIO;
+	}
+	if (done < 0) {
+		nb_err("chat: malformed chunked response");
 		return -NB_EFORMAT;
-	}
-	body += 4;
-	if (status != 200) {
-		fprintf(stderr, "nibble: chat: HTTP %d: %s\n", status, body);
-		return -NB_EIO;
-	}
-	for (at = (size_t)(body - in); at < have;) {
-		char *end;
-		unsigned long size = strtoul(in + at, &end, 16);
-		char *data = strstr(end, "\r\n");
-		if (!data || size == 0)
-			break;
-		data += 2;
-		if ((size_t)(data - in) + size > have)
-			break;
-		on_text(r, data, size);
-		at = (size_t)(data - in) + size + 2;
 	}
 	return r->failed ? -NB_EIO : 0;
 }
