@@ -230,20 +230,16 @@ static void print_stats(const struct gen_stats *st)
 
 static int encode_prompt(struct nb_llm *l, const struct run_opts *o, int32_t **ids, size_t *n)
 {
-	size_t len = strlen(o->prompt), need = 0;
-	int ret;
+	int ret = nb_tok_encode_alloc(l->tok, o->prompt, strlen(o->prompt), o->add_bos, 0, ids, n);
 
-	*ids = malloc((len + 2) * sizeof(int32_t));
-	if (!*ids)
-		return -NB_ENOMEM;
-	ret = nb_tok_encode(l->tok, o->prompt, len, o->add_bos, *ids, len + 2, &need);
 	if (ret == -NB_EFORMAT)
 		nb_err("run: the prompt is not valid UTF-8");
-	if (!ret && need == 0) {
+	else if (ret)
+		nb_err("run: cannot tokenize the prompt: %s", nb_strerror(ret));
+	else if (*n == 0) {
 		nb_err("run: empty prompt and no BOS token to start from");
 		ret = -NB_EINVAL;
 	}
-	*n = need;
 	return ret;
 }
 

@@ -716,6 +716,30 @@ int nb_tok_encode(const struct nb_tok *t, const char *text, size_t len, bool add
 	return *n > max ? -NB_ERANGE : 0;
 }
 
+int nb_tok_encode_alloc(const struct nb_tok *t, const char *text, size_t len, bool add_bos,
+			size_t extra, int32_t **ids, size_t *n)
+{
+	size_t need = 0;
+	int err = nb_tok_encode(t, text, len, add_bos, NULL, 0, &need);
+
+	*ids = NULL;
+	*n = 0;
+	if (err && err != -NB_ERANGE)
+		return err;
+	if (need + extra < need || need + extra > SIZE_MAX / sizeof(int32_t))
+		return -NB_ERANGE;
+	*ids = malloc((need + extra ? need + extra : 1) * sizeof(int32_t));
+	if (!*ids)
+		return -NB_ENOMEM;
+	err = nb_tok_encode(t, text, len, add_bos, *ids, need, n);
+	if (err) {
+		free(*ids);
+		*ids = NULL;
+		*n = 0;
+	}
+	return err;
+}
+
 /* ---- decode --------------------------------------------------------------- */
 
 /* Copies what fits; *len always gets the full size. */

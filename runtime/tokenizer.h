@@ -76,6 +76,10 @@ void nb_tok_close(struct nb_tok *t);
  * (-NB_ERANGE if more than max). add_bos prepends BOS if the model has one. */
 int nb_tok_encode(const struct nb_tok *t, const char *text, size_t len, bool add_bos,
 		  int32_t *ids, size_t max, size_t *n);
+/* The same into a new array (free()) of *n ids plus room for extra more:
+ * no guess at the count, which byte fallback can make 3x the bytes. */
+int nb_tok_encode_alloc(const struct nb_tok *t, const char *text, size_t len, bool add_bos,
+			size_t extra, int32_t **ids, size_t *n);
 
 /* Bytes of one token as it continues the text after token prev (SPM drops
  * the leading space of the first piece after BOS; <0xXX> gives one raw

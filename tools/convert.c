@@ -263,12 +263,10 @@ static int make_golden(const struct nb_out_spec *o, int32_t **ids, size_t *n_pro
 	int ret;
 
 	nb_model_init(&m);
-	*ids = malloc((len + 2 + o->golden_steps) * sizeof(int32_t));
-	if (!*ids)
-		return -NB_ENOMEM;
+	*ids = NULL;
 	ret = nb_tok_open(&tok, &c->tok);
 	if (!ret)
-		ret = nb_tok_encode(tok, o->golden_prompt, len, true, *ids, len + 2, &n);
+		ret = nb_tok_encode_alloc(tok, o->golden_prompt, len, true, o->golden_steps, ids, &n);
 	if (!ret)
 		ret = nb_model_bind(&m, &c->hp, o->tensors, o->n_tensors);
 	if (!ret && n + o->golden_steps > c->hp.seq_len)

@@ -513,16 +513,12 @@ static int add_doc(struct qjob *j, const struct nb_tok *tok, const char *doc, si
 		   size_t budget)
 {
 	size_t got = 0, cap = budget - j->n_ids;
-	int32_t *ids = malloc((n + 8) * sizeof(int32_t));
-	int ret;
+	int32_t *ids;
+	int ret = nb_tok_encode_alloc(tok, doc, n, true, 0, &ids, &got);
 
-	if (!ids)
-		return -NB_ENOMEM;
-	ret = nb_tok_encode(tok, doc, n, true, ids, n + 8, &got);
 	if (ret) {
 		nb_err("quantize: --calib %s: cannot tokenize a document (%s)", j->o->calib,
 		       nb_strerror(ret));
-		free(ids);
 		return ret;
 	}
 	got = got < cap ? got : cap;

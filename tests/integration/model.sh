@@ -42,6 +42,11 @@ check_output "a stop string ends the text before it" "^Once upon a time, there w
 check_output "--verbose reports load, first token, speed and memory" \
 	"load: .*first token: .*tok/s.*memory: resident [0-9]+ KiB" \
 	sh -c "\"$NB\" run -m \"$tmp/l.nib\" -p Once -n 16 -v 2>&1 | tr '\n' ' '"
+# A vocabulary without "▁" spells each space as 3 byte tokens: a prompt
+# may need several times as many ids as it has bytes.
+"$NB" bench --synthetic stories260k --write-only --out "$tmp/syn.nib" > /dev/null
+check_output "byte fallback: a prompt of more tokens than bytes runs" "^a b c" \
+	"$NB" run -m "$tmp/syn.nib" -p "a b c" -n 4 --temp 0
 
 # Bad input: a clear message and a failure status, never a crash.
 check_fails "invalid UTF-8 in the prompt" 1 "not valid UTF-8" \
