@@ -13,6 +13,7 @@
 #define MMQ_DOT1(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 #define MMQ_NAME mm_q_vnni
 #define MMQ_TILE 8
+#define MMQ_ZMM
 #include "kernels/x86_mmq.h"
 
 /* int8 x int8 through the AVX2 table: only the quantized matmul matters here. */

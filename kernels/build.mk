@@ -8,7 +8,7 @@ obj-$(CONFIG_KERNEL_NEON_I8MM) += kernels/neon_i8mm.o
 # Only these files may use the newer instructions; the dispatch table keeps
 # them from running on a CPU without them.
 CFLAGS_avx2 := -mavx2 -mf16c
-CFLAGS_avx512vnni := -mavx2 -mf16c -mavx512f -mavx512vl -mavx512vnni
+CFLAGS_avx512vnni := -mavx2 -mf16c -mavx512f -mavx512vl -mavx512bw -mavx512vnni
 CFLAGS_neon_dotprod := -march=armv8.2-a+dotprod
 CFLAGS_neon_i8mm := -march=armv8.2-a+dotprod+i8mm
 obj-y += kernels/quant.o

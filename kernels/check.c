@@ -157,12 +157,13 @@ out:
 }
 
 /* Every quantized type, shapes with row and column tails (172 = 5 groups
- * of 32 + 12; 1, 5, 17 rows), batches of 1..5 activation rows. */
+ * of 32 + 12; 1, 5, 17 rows), batches of 1..15 activation rows (every tile height). */
 static int check_mmq(const struct nb_kernels *k, struct nb_rng *rng, struct nb_check_result *r)
 {
 	static const uint32_t shapes[][2] = { { 4, 32 },  { 1, 32 },   { 5, 64 },  { 8, 96 },
 					      { 17, 172 }, { 12, 256 }, { 3, 128 }, { 36, 2048 } };
-	static const uint32_t ms[] = { 1, 2, 5, 9 }; /* 9: a full tile of 8 plus one */
+	/* 9 = a full tile of 8 plus one; 15 = 8 + 7 */
+	static const uint32_t ms[] = { 1, 2, 3, 5, 9, 15 };
 
 	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
 		for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)

@@ -33,7 +33,8 @@ static unsigned detect_features(void)
 		int os_zmm = (xgetbv0() & 0xe6) == 0xe6;
 		if (b & bit_AVX2)
 			f |= NB_CPU_AVX2;
-		if (os_zmm && (b & bit_AVX512F) && (b & bit_AVX512VL) && (c & bit_AVX512VNNI))
+		if (os_zmm && (b & bit_AVX512F) && (b & bit_AVX512VL) && (b & bit_AVX512BW) &&
+		    (c & bit_AVX512VNNI))
 			f |= NB_CPU_AVX512VNNI;
 	}
 	return f;

@@ -8,7 +8,7 @@ enum nb_cpu_feature {
 	NB_CPU_AVX2 = 1u << 0,    /* AVX2, and the OS saves YMM state */
 	NB_CPU_FMA = 1u << 1,
 	NB_CPU_F16C = 1u << 2,
-	NB_CPU_AVX512VNNI = 1u << 3, /* AVX512F + VL + VNNI, and the OS saves ZMM state */
+	NB_CPU_AVX512VNNI = 1u << 3, /* AVX512F + VL + BW + VNNI, and the OS saves ZMM state */
 	NB_CPU_NEON = 1u << 8,    /* ASIMD */
 	NB_CPU_DOTPROD = 1u << 9, /* ASIMDDP: SDOT/UDOT */
 	NB_CPU_I8MM = 1u << 10,   /* SMMLA */

@@ -11,6 +11,7 @@
 #include "runtime/pool.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,23 +20,35 @@
 
 /* ---- building blocks ---------------------------------------------------- */
 
-/* Float reference dot product. Four interleaved partial sums (i mod 4),
- * combined as (s0 + s1) + (s2 + s3): a fixed order the compiler may not
- * change without -ffast-math, so the result does not depend on it. */
+/* Four float lanes (GCC vector extension: SSE2 on x86-64, NEON on aarch64).
+ * Lane-wise IEEE arithmetic with -ffp-contract=off: the same bits as the
+ * scalar code that does the same operations in the same order. */
+typedef float v4f __attribute__((vector_size(16)));
+
+static inline v4f v4_load(const float *p)
+{
+	v4f v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/* Float dot product: four interleaved partial sums (lane j sums the
+ * products at i = j mod 4), combined as (s0 + s1) + (s2 + s3). A fixed
+ * order the compiler may not change without -ffast-math, so the result
+ * does not depend on it. */
 static float dot(const float *a, const float *b, size_t n)
 {
-	float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+	v4f s = { 0 };
 	size_t i;
+	float s0;
 
-	for (i = 0; i + 4 <= n; i += 4) {
-		s0 += a[i] * b[i];
-		s1 += a[i + 1] * b[i + 1];
-		s2 += a[i + 2] * b[i + 2];
-		s3 += a[i + 3] * b[i + 3];
-	}
+	for (i = 0; i + 4 <= n; i += 4)
+		s += v4_load(a + i) * v4_load(b + i);
+	s0 = s[0];
 	for (; i < n; i++)
 		s0 += a[i] * b[i];
-	return (s0 + s1) + (s2 + s3);
+	return (s0 + s[1]) + (s[2] + s[3]);
 }
 
 /* out[dim] = row token of the embedding table {vocab, dim}. */
@@ -117,6 +130,8 @@ struct matmul {
 	const float *x;           /* [m][cols] float input (F32 weights) */
 	uint32_t m, n_jobs;
 	struct matmul_job jobs[3];
+	uint64_t quads;           /* row quads of all jobs, end to end */
+	atomic_uint_fast64_t next; /* the first quad nobody has taken */
 };
 
 static void matmul_rows_f32(const struct matmul *mm, const struct matmul_job *j, uint64_t r0,
@@ -130,23 +145,54 @@ static void matmul_rows_f32(const struct matmul *mm, const struct matmul_job *j,
 			j->out[i * rows + r] = dot(wf + r * cols, mm->x + (size_t)i * cols, cols);
 }
 
+/* Rows [4 q0, 4 q1) of the jobs laid end to end, clipped to each job. */
+static void matmul_quads(const struct matmul *mm, uint64_t q0, uint64_t q1)
+{
+	uint64_t base = 0;
+
+	for (uint32_t t = 0; t < mm->n_jobs && q0 < q1; t++) {
+		const struct matmul_job *j = &mm->jobs[t];
+		uint64_t rows = j->w->shape[0], nq = (rows + NB_QROWS - 1) / NB_QROWS;
+		uint64_t a = q0 - base, b = (q1 < base + nq ? q1 : base + nq) - base;
+
+		if (q0 < base + nq) {
+			uint64_t r0 = a * NB_QROWS, r1 = b * NB_QROWS < rows ? b * NB_QROWS : rows;
+			if (j->w->type == NB_DTYPE_F32)
+				matmul_rows_f32(mm, j, r0, r1);
+			else
+				mm->f->kern->mm_q(j->out, (size_t)rows, j->a, j->w->type, j->w->data,
+						  rows, r0, r1);
+			q0 = base + b;
+		}
+		base += nq;
+	}
+}
+
+/* Guided self-scheduling, lock-free: each grab takes 1/(2 nth) of what is
+ * left (at least MATMUL_MIN_QUADS), so the threads finish within a small
+ * chunk of each other however the memory system favours one core. A fixed
+ * split left each thread waiting for the other ~8% of a decode step. Every
+ * row is computed whole by one thread: the split does not change a bit. */
+#define MATMUL_MIN_QUADS 4
+
 static void matmul_worker(void *arg, unsigned ith, unsigned nth)
 {
-	const struct matmul *mm = arg;
+	struct matmul *mm = arg;
+	uint64_t c = atomic_load_explicit(&mm->next, memory_order_relaxed), n;
 
-	for (uint32_t t = 0; t < mm->n_jobs; t++) {
-		const struct matmul_job *j = &mm->jobs[t];
-		uint64_t rows = j->w->shape[0], r0, r1;
-
-		/* Whole row quads per thread: a quad is one block stream. */
-		nb_pool_split_aligned(rows, NB_QROWS, ith, nth, &r0, &r1);
-		if (r0 >= r1)
-			continue;
-		if (j->w->type == NB_DTYPE_F32)
-			matmul_rows_f32(mm, j, r0, r1);
-		else
-			mm->f->kern->mm_q(j->out, (size_t)rows, j->a, j->w->type, j->w->data, rows,
-					  r0, r1);
+	(void)ith;
+	for (;;) {
+		do {
+			if (c >= mm->quads)
+				return;
+			n = (mm->quads - c) / (2 * nth);
+			n = n < MATMUL_MIN_QUADS ? MATMUL_MIN_QUADS : n;
+			n = n < mm->quads - c ? n : mm->quads - c;
+		} while (!atomic_compare_exchange_weak_explicit(&mm->next, &c, c + n,
+								 memory_order_relaxed,
+								 memory_order_relaxed));
+		matmul_quads(mm, c, c + n);
+		c += n;
 	}
 }
 
@@ -192,10 +238,13 @@ static void matmul(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs
 		   const struct matmul_job *jobs)
 {
 	struct matmul mm = { .f = f, .x = x, .m = m, .n_jobs = n_jobs };
+
+	atomic_init(&mm.next, 0);
 	const struct nb_qact *by_group[2] = { NULL, NULL }; /* group 32, group 128 */
 
 	for (uint32_t t = 0; t < n_jobs; t++) {
 		mm.jobs[t] = jobs[t];
+		mm.quads += (jobs[t].w->shape[0] + NB_QROWS - 1) / NB_QROWS;
 		if (jobs[t].w->type != NB_DTYPE_F32) {
 			int g = nb_qinfo(jobs[t].w->type)->group == 32 ? 0 : 1;
 			if (!by_group[g])
@@ -298,6 +347,65 @@ struct attn {
 	struct nb_kv *const *kv;
 };
 
+/* att[t] = q . k_t * scale for t < n, keys stride floats apart: dot()'s
+ * arithmetic, four keys at a time so that four independent sums hide the
+ * latency of the adds. */
+static void scores(float *att, const float *q, const float *k, size_t stride, size_t hd,
+		   uint32_t n, float scale)
+{
+	uint32_t t = 0;
+
+	for (; hd % 4 == 0 && t + 4 <= n; t += 4) {
+		const float *k0 = k + t * stride, *k1 = k0 + stride, *k2 = k1 + stride,
+			    *k3 = k2 + stride;
+		v4f s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+
+		for (size_t i = 0; i < hd; i += 4) {
+			v4f qi = v4_load(q + i);
+			s0 += qi * v4_load(k0 + i);
+			s1 += qi * v4_load(k1 + i);
+			s2 += qi * v4_load(k2 + i);
+			s3 += qi * v4_load(k3 + i);
+		}
+		att[t] = ((s0[0] + s0[1]) + (s0[2] + s0[3])) * scale;
+		att[t + 1] = ((s1[0] + s1[1]) + (s1[2] + s1[3])) * scale;
+		att[t + 2] = ((s2[0] + s2[1]) + (s2[2] + s2[3])) * scale;
+		att[t + 3] = ((s3[0] + s3[1]) + (s3[2] + s3[3])) * scale;
+	}
+	for (; t < n; t++)
+		att[t] = dot(q, k + t * stride, hd) * scale;
+}
+
+/* out[i] = sum over t < n, in increasing t from +0.0, of att[t] * v_t[i]:
+ * each element's own sequence of operations, 16 elements at a time. */
+static void weighted_sum(float *out, const float *att, const float *v, size_t stride, size_t hd,
+			 uint32_t n)
+{
+	size_t i0 = 0;
+
+	for (; hd % 16 == 0 && i0 < hd; i0 += 16) {
+		v4f o0 = { 0 }, o1 = { 0 }, o2 = { 0 }, o3 = { 0 };
+
+		for (uint32_t t = 0; t < n; t++) {
+			const float *vt = v + t * stride + i0;
+			v4f a = { att[t], att[t], att[t], att[t] };
+			o0 += a * v4_load(vt);
+			o1 += a * v4_load(vt + 4);
+			o2 += a * v4_load(vt + 8);
+			o3 += a * v4_load(vt + 12);
+		}
+		memcpy(out + i0, &o0, sizeof(o0));
+		memcpy(out + i0 + 4, &o1, sizeof(o1));
+		memcpy(out + i0 + 8, &o2, sizeof(o2));
+		memcpy(out + i0 + 12, &o3, sizeof(o3));
+	}
+	for (size_t i = i0; i < hd; i++) {
+		out[i] = 0.0f;
+		for (uint32_t t = 0; t < n; t++)
+			out[i] += att[t] * v[t * stride + i];
+	}
+}
+
 /* xb[b][h] = softmax(q_h . k_t / sqrt(head_dim)) over t <= pos, weighting
  * v_t; head h reads KV head h / (n_heads / n_kv_heads). */
 static void attend(struct nb_fwd *f, const struct nb_kv *kv, uint32_t layer, uint32_t b,
@@ -312,15 +420,9 @@ static void attend(struct nb_fwd *f, const struct nb_kv *kv, uint32_t layer, uin
 	float *out = f->xb + b * (q_dim > hp->dim ? q_dim : hp->dim) + h * hd; /* [head_dim] */
 	const float scale = 1.0f / sqrtf((float)hd);
 
-	for (uint32_t t = 0; t <= pos; t++)
-		att[t] = dot(q, keys + t * kv_dim + kv_off, hd) * scale;
+	scores(att, q, keys + kv_off, kv_dim, hd, pos + 1, scale);
 	softmax(att, (size_t)pos + 1);
-	memset(out, 0, hd * sizeof(*out));
-	for (uint32_t t = 0; t <= pos; t++) {
-		const float *v = values + t * kv_dim + kv_off;
-		for (size_t i = 0; i < hd; i++)
-			out[i] += att[t] * v[i];
-	}
+	weighted_sum(out, att, values + kv_off, kv_dim, hd, pos + 1);
 }
 
 static void attn_worker(void *arg, unsigned ith, unsigned nth)
