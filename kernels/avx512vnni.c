@@ -1,8 +1,11 @@
-/* AVX-512 VNNI kernels on 256-bit registers (AVX512VL): vpdpbusd sums four
- * u8 x s8 products into each int32 lane in one instruction, where AVX2 needs
- * maddubs + madd + add. Same integer partials, same hadd tree, same float
- * epilogue as avx2.c: the same bits. Chosen only when cpuid says AVX512F,
- * AVX512VL and AVX512_VNNI and the OS saves the AVX-512 state. */
+/* AVX-512 VNNI kernels. The group-32 4-bit formats (q4_g32, q4z_g32: the
+ * default) run on 512-bit registers, four groups per step (x86_mmq.h,
+ * quad_tile_g32); the others on 256-bit registers (AVX512VL) with the same
+ * hadd tree as avx2.c. vpdpbusd sums four u8 x s8 products into each int32
+ * lane in one instruction, where AVX2 needs maddubs + madd + add. The same
+ * exact integer sums and the float epilogue of kernels/quant.h: the same
+ * bits. Chosen only when cpuid says AVX512F, VL, BW and VNNI and the OS
+ * saves the AVX-512 state. */
 #include "kernels/kernels.h"
 
 #include <immintrin.h>

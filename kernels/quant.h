@@ -100,6 +100,13 @@ struct nb_qact {
 	int8_t *q;
 	float *d;
 	int32_t *sum;
+	/* Group 32 only (else NULL): the same levels, each whole chunk of four
+	 * groups (128 bytes) reordered by 4-byte words as [half][word][group]
+	 * -- word w of half h of group g at word 16 h + 4 w + g of its chunk --
+	 * so that one 16-byte load holds the same 4 columns of 4 groups: the
+	 * order kernels that take 4 groups per register read them in. Row
+	 * stride kp; the bytes of a trailing partial chunk are not written. */
+	int8_t *qx;
 	uint32_t m, k, kp, group;
 	uint64_t cap; /* int8 elements allocated: m * kp may not exceed it */
 };
@@ -114,6 +121,14 @@ void nb_quant_act(struct nb_qact *a, const float *x, uint32_t m, uint32_t k);
  * order by anyone: each block's result depends on that block alone. */
 void nb_quant_act_prepare(struct nb_qact *a, uint32_t m, uint32_t k);
 void nb_quant_act_blocks(struct nb_qact *a, const float *x, uint64_t b0, uint64_t b1);
+
+/* Offset in qx (from the row start) of column j of a whole chunk. */
+static inline size_t nb_qact_x_offset(uint32_t j)
+{
+	const uint32_t g = j / 32, c = j % 32;
+
+	return (size_t)(g & ~3u) * 32 + ((c / 16) * 16 + (c % 16) / 4 * 4 + (g & 3)) * 4 + c % 4;
+}
 
 /* Allocates buffers for up to m rows of k columns in groups of G. */
 int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group);

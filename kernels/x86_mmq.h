@@ -142,6 +142,7 @@ static inline __m256 pair_f32(const float *p, bool both)
 
 struct tile {
 	const int8_t *q[TILE];  /* activation rows */
+	const int8_t *qx[TILE]; /* the same interleaved (nb_qact.qx), or NULL */
 	const float *d[TILE];   /* their group scales */
 	const int32_t *s[TILE]; /* their group sums */
 };
@@ -237,32 +238,34 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 #ifdef MMQ_ZMM
 #define MMQ_ZMM_G32 1
 /* ---- AVX-512: four groups of 32 per step ---------------------------------
- * A q4 group-32 block's 64 bytes of nibbles are one 512-bit load: 128-bit
- * lane r holds row r. Low and high nibbles feed one accumulator, so after
- * two vpdpbusd lane r has four partial sums of row r; four groups' partials
- * reduce in three packs + three madds (exact: see reduce4) to
- * [r: g0 g1 g2 g3] per 128-bit lane. The scales are permuted into that
- * layout once per step, the activations' scales and sums are contiguous in
- * it already, and an accumulator whose elements 0 and 1 of lane r are row
- * r's lanes 0 and 1 of the epilogue takes groups g0, g1 and then g2, g3:
- * the order kernels/quant.h defines. Elements 2 and 3 of each lane
- * accumulate values that are never read. */
+ * The 16-byte rows of four q4 group-32 blocks are transposed by 4-byte
+ * words, so that word k of every (row, group) pair sits in one register,
+ * lane (r, g) at 32-bit element 4 r + g. The activations come interleaved
+ * the same way (nb_qact.qx), so one 16-byte broadcast holds the matching
+ * four columns of the four groups, and eight vpdpbusd (words 0-3, low and
+ * high nibbles) leave each (row, group) lane with its whole exact integer
+ * dot product: no horizontal reduction. The scales are permuted into the
+ * same row-major [r: g0 g1 g2 g3] layout once per step, the activations'
+ * scales and sums are contiguous in it already, and an accumulator whose
+ * elements 0 and 1 of lane r are row r's lanes 0 and 1 of the epilogue
+ * takes groups g0, g1 and then g2, g3: the order kernels/quant.h defines.
+ * Elements 2 and 3 of each lane accumulate values that are never read. */
 
 /* Row-major index of the group-major [g: r0..r3] order. */
+#define TO_ROWS _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
 #define ZMM_PREFETCH 4096
 
-#define TO_ROWS _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
-
-/* Each partial sums 8 products of a nibble (<= 15) and an activation
- * (|a| <= 127): |p| <= 15240, and two of them <= 30480 < 2^15, so the
- * saturating packs never saturate and every sum is exact. */
-static inline __m512i reduce4(__m512i p0, __m512i p1, __m512i p2, __m512i p3)
+/* w[k] lane (r, g) = word k of row r of block g: a 4x4 transpose of words
+ * inside each 128-bit lane. */
+static inline void transpose_words(__m512i w[4])
 {
-	const __m512i ones = _mm512_set1_epi16(1);
-	__m512i a = _mm512_madd_epi16(_mm512_packs_epi32(p0, p1), ones);
-	__m512i b = _mm512_madd_epi16(_mm512_packs_epi32(p2, p3), ones);
+	__m512i t0 = _mm512_unpacklo_epi32(w[0], w[1]), t1 = _mm512_unpackhi_epi32(w[0], w[1]);
+	__m512i t2 = _mm512_unpacklo_epi32(w[2], w[3]), t3 = _mm512_unpackhi_epi32(w[2], w[3]);
 
-	return _mm512_madd_epi16(_mm512_packs_epi32(a, b), ones);
+	w[0] = _mm512_unpacklo_epi64(t0, t2);
+	w[1] = _mm512_unpackhi_epi64(t0, t2);
+	w[2] = _mm512_unpacklo_epi64(t1, t3);
+	w[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
 /* The 4 rows' scales of 4 consecutive blocks, as [r: g0 g1 g2 g3]. */
@@ -301,7 +304,7 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
 {
 	const __m512i mask = _mm512_set1_epi8(0x0f);
 	const uint32_t qoff = zpt ? 12 : 8;
-	__m512i lo[4], hi[4], zp = _mm512_setzero_si512();
+	__m512i w[4], lo[4], hi[4], zp = _mm512_setzero_si512();
 	__m512 dw = scales4(b, block);
 
 	/* Into L2 and further ahead than the 256-bit path: measured here, 4-10%
@@ -309,28 +312,32 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
 	for (int c = 0; prefetch && c < 5; c++)
 		_mm_prefetch((const char *)b + ZMM_PREFETCH + 64 * c, _MM_HINT_T1);
 	#pragma GCC unroll 4
-	for (int j = 0; j < 4; j++) {
-		__m512i w = _mm512_loadu_si512(b + j * block + qoff);
-		lo[j] = _mm512_and_si512(w, mask);
-		hi[j] = _mm512_and_si512(_mm512_srli_epi16(w, 4), mask);
+	for (int j = 0; j < 4; j++)
+		w[j] = _mm512_loadu_si512(b + j * block + qoff);
+	transpose_words(w);
+	#pragma GCC unroll 4
+	for (int k = 0; k < 4; k++) {
+		lo[k] = _mm512_and_si512(w[k], mask);
+		hi[k] = _mm512_and_si512(_mm512_srli_epi16(w[k], 4), mask);
 	}
 	if (zpt)
 		zp = zero_points4(b, block);
 	#pragma GCC unroll 8
 	for (uint32_t t = 0; t < nt; t++) {
-		const int8_t *a = at->q[t] + (size_t)g * 32;
-		__m512i p[4];
+		const int8_t *a = at->qx[t] + (size_t)g * 32;
+		__m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+		/* two chains of four: half the latency of one */
 		#pragma GCC unroll 4
-		for (int j = 0; j < 4; j++) {
-			__m512i al = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a + 32 * j)));
-			__m512i ah = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a + 32 * j + 16)));
-			p[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[j], al),
-						   hi[j], ah);
+		for (int k = 0; k < 4; k++) {
+			__m512i al = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a + 16 * k)));
+			__m512i ah = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a + 64 + 16 * k)));
+			s0 = _mm512_dpbusd_epi32(s0, lo[k], al);
+			s1 = _mm512_dpbusd_epi32(s1, hi[k], ah);
 		}
 		__m512i asum = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(at->s[t] + g)));
 		/* levels are stored + offset: subtract offset * sum(a) */
 		__m512i corr = zpt ? _mm512_mullo_epi32(zp, asum) : _mm512_slli_epi32(asum, 3);
-		__m512i isum = _mm512_sub_epi32(reduce4(p[0], p[1], p[2], p[3]), corr);
+		__m512i isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), corr);
 		__m512 da = _mm512_broadcast_f32x4(_mm_loadu_ps(at->d[t] + g));
 		__m512 term = _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(isum));
 		acc[t] = _mm512_add_ps(acc[t], term);
@@ -345,17 +352,18 @@ step4_tail(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struc
 	   uint32_t g, uint32_t rem, const int zpt, const uint32_t nt)
 {
 	uint8_t wb[4 * sizeof(struct nb_q4z_g32)] = { 0 };
-	int8_t q[TILE][128] = { { 0 } };
+	int8_t qx[TILE][128] = { { 0 } };
 	float d[TILE][4] = { { 0 } };
 	int32_t s[TILE][4] = { { 0 } };
 	struct tile lt;
 
 	memcpy(wb, b, rem * block);
 	for (uint32_t t = 0; t < nt; t++) {
-		memcpy(q[t], at->q[t] + (size_t)g * 32, rem * 32);
+		for (uint32_t j = 0; j < rem * 32; j++)
+			qx[t][nb_qact_x_offset(j)] = at->q[t][(size_t)g * 32 + j];
 		memcpy(d[t], at->d[t] + g, rem * sizeof(float));
 		memcpy(s[t], at->s[t] + g, rem * sizeof(int32_t));
-		lt.q[t] = q[t];
+		lt.qx[t] = qx[t];
 		lt.d[t] = d[t];
 		lt.s[t] = s[t];
 	}
@@ -401,7 +409,7 @@ quad_tile_g32(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct til
 	static __attribute__((noinline)) void name(float o[TILE][4], const uint8_t *qb,       \
 						   uint32_t ng, const struct tile *at)         \
 	{                                                                                     \
-		if (MMQ_ZMM_G32 && G == 32 && bits == 4)                                      \
+		if (MMQ_ZMM_G32 && G == 32 && bits == 4 && at->qx[0])                         \
 			quad_tile_g32(o, qb, ng, at, zpt, block, nt);                         \
 		else                                                                          \
 			quad_tile(o, qb, ng, at, G, bits, zpt, block, nt);                    \
@@ -458,6 +466,7 @@ static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t t
 			uint32_t nt = a->m - i0 < TILE ? a->m - i0 : TILE;
 			for (uint32_t t = 0; t < nt; t++) {
 				at.q[t] = a->q + (size_t)(i0 + t) * a->kp;
+				at.qx[t] = a->qx ? a->qx + (size_t)(i0 + t) * a->kp : NULL;
 				at.d[t] = a->d + (size_t)(i0 + t) * ng;
 				at.s[t] = a->sum + (size_t)(i0 + t) * ng;
 			}

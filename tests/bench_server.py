@@ -44,11 +44,19 @@ def run(path, n, max_tokens):
     return tokens / wall, pct(0.5), pct(0.99), tokens, wall
 
 path, max_tokens = sys.argv[1], int(sys.argv[2])
+reps = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 run(path, 1, max_tokens)  # warm-up, not counted: faults the weights in
-print("streams  generated tok/s  TTFT p50 ms  TTFT p99 ms  (tokens, wall s)")
-base = None
+# Each load level runs reps times, interleaved (1, 4, 16, 1, 4, 16, ...) so
+# that a slow minute of this shared machine hits every level alike; the
+# best run of each level is reported, like the kernel benchmarks' best-of.
+best = {}
+for r in range(reps):
+    for n in (1, 4, 16):
+        res = run(path, n, max_tokens)
+        if n not in best or res[0] > best[n][0]:
+            best[n] = res
+print("streams  generated tok/s  TTFT p50 ms  TTFT p99 ms  (tokens, wall s)  best of %d" % reps)
 for n in (1, 4, 16):
-    rate, p50, p99, tokens, wall = run(path, n, max_tokens)
-    base = base or rate
+    rate, p50, p99, tokens, wall = best[n]
     print("%7d  %15.2f  %11.1f  %11.1f  (%d, %.1f)  %.2fx of 1 stream" %
-          (n, rate, p50 * 1e3, p99 * 1e3, tokens, wall, rate / base))
+          (n, rate, p50 * 1e3, p99 * 1e3, tokens, wall, rate / best[1][0]))

@@ -165,6 +165,75 @@ static void test_quant_act(void **state)
 	nb_qact_free(&a);
 }
 
+/* The specification of activation quantization, one element at a time:
+ * d = max|x| / 127, q = x / d rounded half away from zero as (int)(|y| +
+ * 0.5f) with the sign of y, clamped to -127..127. */
+static void quant_block_spec(const float *x, uint32_t n, uint32_t G, int8_t *q, float *d,
+			     int32_t *sum)
+{
+	float amax = 0;
+
+	*sum = 0;
+	for (uint32_t j = 0; j < n; j++)
+		amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+	*d = amax / 127.0f;
+	for (uint32_t j = 0; j < G; j++) {
+		int32_t v = 0;
+		if (j < n && *d > 0) {
+			float y = x[j] / *d;
+			v = y >= 0 ? (int32_t)(y + 0.5f) : -(int32_t)(-y + 0.5f);
+			v = v > 127 ? 127 : v < -127 ? -127 : v;
+		}
+		q[j] = (int8_t)v;
+		*sum += v;
+	}
+}
+
+/* Every block of random rows, with ties, near-ties, zeros, -0 and huge and
+ * tiny magnitudes, whole and tail blocks, equals the element-wise spec
+ * (the whole blocks run four lanes at a time). */
+static void test_quant_act_equals_spec(void **state)
+{
+	enum { M = 3, K = 300, G = 32 };
+	static float x[M * K];
+	const float specials[] = { 0.5f, -0.5f, 0.49999997f, -0.49999997f, 1.5f, -2.5f, 0.0f,
+				   -0.0f, 126.5f, -126.5f, 1e-30f, 3e38f, -3e38f };
+	uint64_t rng = 12345;
+	struct nb_qact a;
+	(void)state;
+
+	for (size_t i = 0; i < M * K; i++) {
+		rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+		float r = (float)((int64_t)(rng >> 33) - (1ll << 30)) / (1ll << 30);
+		x[i] = (rng >> 20) % 7 == 0 ? specials[(rng >> 8) % 13] : r * (float)(1u << ((rng >> 40) % 12));
+	}
+	for (int j = 0; j < G; j++) /* a block whose scale is exactly 1: ties land on .5 */
+		x[K + j] = (float)(j * 4 - 63) + (j % 2 ? 0.5f : 0.0f);
+	x[K] = 127.0f;
+	assert_int_equal(nb_qact_alloc(&a, M, K, G), 0);
+	nb_quant_act(&a, x, M, K);
+	for (uint32_t i = 0; i < M; i++)
+		for (uint32_t g = 0; g < a.kp / G; g++) {
+			int8_t q[G];
+			float d;
+			int32_t sum;
+			uint32_t n = K - g * G < G ? K - g * G : G;
+			size_t b = (size_t)i * (a.kp / G) + g;
+
+			quant_block_spec(x + (size_t)i * K + g * G, n, G, q, &d, &sum);
+			assert_memory_equal(&a.d[b], &d, sizeof(d));
+			assert_int_equal(a.sum[b], sum);
+			assert_memory_equal(a.q + (size_t)i * a.kp + g * G, q, G);
+		}
+	/* the interleaved copy holds the same levels, where quant.h says */
+	assert_non_null(a.qx);
+	for (uint32_t i = 0; i < M; i++)
+		for (uint32_t j = 0; j < a.kp / G / 4 * 4 * G; j++)
+			assert_int_equal(a.qx[(size_t)i * a.kp + nb_qact_x_offset(j)],
+					 a.q[(size_t)i * a.kp + j]);
+	nb_qact_free(&a);
+}
+
 /* f16 conversion: exact round trips, round-to-nearest-even, subnormals. */
 static void test_f16(void **state)
 {
@@ -190,6 +259,7 @@ int main(void)
 		cmocka_unit_test(test_cpu_describe),
 		cmocka_unit_test(test_mm_q_semantics),
 		cmocka_unit_test(test_quant_act),
+		cmocka_unit_test(test_quant_act_equals_spec),
 		cmocka_unit_test(test_f16),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
