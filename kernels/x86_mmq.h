@@ -253,7 +253,12 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
 
 /* Row-major index of the group-major [g: r0..r3] order. */
 #define TO_ROWS _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+#ifndef ZMM_HINT
+#define ZMM_HINT _MM_HINT_T1
+#endif
+#ifndef ZMM_PREFETCH
 #define ZMM_PREFETCH 4096
+#endif
 
 /* w[k] lane (r, g) = word k of row r of block g: a 4x4 transpose of words
  * inside each 128-bit lane. */
@@ -310,7 +315,7 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
 	/* Into L2 and further ahead than the 256-bit path: measured here, 4-10%
 	 * more streaming bandwidth per core than into L1 at 2 KiB. */
 	for (int c = 0; prefetch && c < 5; c++)
-		_mm_prefetch((const char *)b + ZMM_PREFETCH + 64 * c, _MM_HINT_T1);
+		_mm_prefetch((const char *)b + ZMM_PREFETCH + 64 * c, ZMM_HINT);
 	#pragma GCC unroll 4
 	for (int j = 0; j < 4; j++)
 		w[j] = _mm512_loadu_si512(b + j * block + qoff);

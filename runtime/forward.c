@@ -74,6 +74,61 @@ static void rmsnorm(float *out, const float *x, const struct nb_tensor *w, size_
 		out[i] = wf[i] * (scale * x[i]);
 }
 
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline v4f v4_select(v4i mask, v4f a, v4f b)
+{
+	return (v4f)(((v4i)a & mask) | ((v4i)b & ~mask));
+}
+
+/* e^x in four lanes, our own so that every platform and C library gives
+ * the same bits (libm's expf may differ by an ulp between musl, glibc and
+ * versions) and four at a time: n = round(x log2 e) by the 1.5 * 2^23
+ * trick, r = x - n ln 2 in two exact-ish steps (Cody-Waite), e^r by its
+ * degree-6 Taylor polynomial (|r| <= 0.347: relative error < 2e-7), times
+ * 2^n built in the exponent bits. x < -87 gives 0 (below the normal range,
+ * nothing a softmax or silu can see), x > 88 gives +inf. */
+static v4f v4_exp(v4f x)
+{
+	const v4f shift = { 12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f };
+	const v4f lo = { -87.0f, -87.0f, -87.0f, -87.0f }, hi = { 88.0f, 88.0f, 88.0f, 88.0f };
+	const v4f zero = { 0 }, inf = { INFINITY, INFINITY, INFINITY, INFINITY };
+	v4f xc = v4_select(x < lo, lo, v4_select(x > hi, hi, x));
+	v4f n = (xc * 1.44269504f + shift) - shift;
+	v4f r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+	v4f p = { 1.0f / 720, 1.0f / 720, 1.0f / 720, 1.0f / 720 };
+
+	p = p * r + 1.0f / 120;
+	p = p * r + 1.0f / 24;
+	p = p * r + 1.0f / 6;
+	p = p * r + 0.5f;
+	p = p * r + 1.0f;
+	p = p * r + 1.0f;
+	p = p * (v4f)((__builtin_convertvector(n, v4i) + 127) << 23);
+	return v4_select(x < lo, zero, v4_select(x > hi, inf, p));
+}
+
+/* x[i] = e^(x[i] - c): the last partial vector goes through v4_exp too,
+ * so an element's value does not depend on its position. */
+static void exp_minus(float *x, size_t n, float c)
+{
+	const v4f cv = { c, c, c, c };
+	size_t i = 0;
+	v4f v;
+
+	for (; i + 4 <= n; i += 4) {
+		memcpy(&v, x + i, sizeof(v));
+		v = v4_exp(v - cv);
+		memcpy(x + i, &v, sizeof(v));
+	}
+	if (i < n) {
+		v = cv;
+		memcpy(&v, x + i, (n - i) * sizeof(float));
+		v = v4_exp(v - cv);
+		memcpy(x + i, &v, (n - i) * sizeof(float));
+	}
+}
+
 static void softmax(float *x, size_t n)
 {
 	float max = x[0], sum = 0.0f;
@@ -82,10 +137,9 @@ static void softmax(float *x, size_t n)
 	for (i = 1; i < n; i++)
 		if (x[i] > max)
 			max = x[i];
-	for (i = 0; i < n; i++) {
-		x[i] = expf(x[i] - max);
+	exp_minus(x, n, max);
+	for (i = 0; i < n; i++)
 		sum += x[i];
-	}
 	for (i = 0; i < n; i++)
 		x[i] /= sum;
 }
@@ -111,8 +165,15 @@ static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
 	uint64_t i0, i1;
 
 	nb_pool_split_aligned(j->n, 16, ith, nth, &i0, &i1);
-	for (uint64_t i = i0; i < i1; i++)
-		j->gate[i] = j->gate[i] / (1.0f + expf(-j->gate[i])) * j->up[i];
+	for (uint64_t i = i0; i < i1; i += 4) {
+		size_t k = i1 - i < 4 ? i1 - i : 4;
+		v4f g = { 0 }, u = { 0 };
+
+		memcpy(&g, j->gate + i, k * sizeof(float));
+		memcpy(&u, j->up + i, k * sizeof(float));
+		g = g / (1.0f + v4_exp(-g)) * u;
+		memcpy(j->gate + i, &g, k * sizeof(float));
+	}
 }
 
 /* ---- matrix products ---------------------------------------------------- */
