@@ -363,7 +363,6 @@ static void bw_worker(void *arg, unsigned ith, unsigned nth)
 	b->sums[ith] = b->sum(b->buf, lo, hi);
 }
 
-/* Read-only streaming bandwidth over 1 GiB, best of 5 (bytes/s). */
 /* A 1 GiB buffer, read whole by each pass: far beyond the caches. */
 static int bw_open(struct bw *b, const struct nb_cpu *cpu)
 {
@@ -628,9 +627,11 @@ const struct nb_applet nb_applet_bench = {
 		 "generation speed (128 tokens) and the resident memory before load, after load\n"
 		 "and while generating, against image size + KV cache.\n\n"
 		 "--speed: prompt processing (128 tokens) and generation (32 tokens) speed at\n"
-		 "1..N threads (default: the CPUs), with the memory read bandwidth measured in\n"
-		 "the same run (1 GiB, best of 5) and generation as a fraction of the roofline\n"
-		 "(bandwidth / bytes read per token), and the scalar reference's speed.\n\n"
+		 "1..N threads (default: the CPUs), best of 5, with the memory read bandwidth\n"
+		 "measured in the same run (1 GiB, the widest loads the CPU has, two passes\n"
+		 "before each speed run, the best) and generation as a fraction of the\n"
+		 "roofline (bandwidth / bytes read per token), and the scalar reference's\n"
+		 "speed.\n\n"
 		 "--synthetic SHAPE: the same on random weights of a real model's shape,\n"
 		 "written as an image first (FILE, default $TMPDIR, removed after): tinyllama\n"
 		 "(TinyLlama-1.1B), smollm-135m, stories260k, llama-3.2-1b. --type: q4_g32\n"
