@@ -524,31 +524,45 @@ static const quad_fn quad_fns[NB_QTYPE_MAX - NB_QTYPE_MIN + 1][TILE] = {
 	[NB_QTYPE_Q8_G32 - NB_QTYPE_MIN] = QUAD_ROW(q8_g32),
 };
 
+/* Tile i0 of the activation rows (nt of them). */
+static void tile_at(struct tile *at, const struct nb_qact *a, uint32_t i0, uint32_t nt, uint32_t ng)
+{
+	for (uint32_t t = 0; t < nt; t++) {
+		at->q[t] = a->q + (size_t)(i0 + t) * a->kp;
+		at->qx[t] = a->qx ? a->qx + (size_t)(i0 + t) * a->kp : NULL;
+		at->d[t] = a->d + (size_t)(i0 + t) * ng;
+		at->s[t] = a->sum + (size_t)(i0 + t) * ng;
+	}
+}
+
 static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 		      const void *w, uint64_t rows, uint64_t r0, uint64_t r1)
 {
 	const struct nb_qinfo *qi = nb_qinfo(type);
 	const uint32_t ng = a->kp / qi->group;
+	const uint64_t end = r1 < rows ? r1 : rows;
 	float o[TILE][4];
 	struct tile at;
 
+	if (a->m <= TILE) /* one tile (decode): set up once */
+		tile_at(&at, a, 0, a->m, ng);
 	for (uint64_t quad = r0 / NB_QROWS; quad * NB_QROWS < r1; quad++) {
 		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
+		const uint64_t row0 = quad * NB_QROWS;
 		for (uint32_t i0 = 0; i0 < a->m; i0 += TILE) {
 			uint32_t nt = a->m - i0 < TILE ? a->m - i0 : TILE;
-			for (uint32_t t = 0; t < nt; t++) {
-				at.q[t] = a->q + (size_t)(i0 + t) * a->kp;
-				at.qx[t] = a->qx ? a->qx + (size_t)(i0 + t) * a->kp : NULL;
-				at.d[t] = a->d + (size_t)(i0 + t) * ng;
-				at.s[t] = a->sum + (size_t)(i0 + t) * ng;
-			}
+			if (a->m > TILE)
+				tile_at(&at, a, i0, nt, ng);
 			quad_fns[type - NB_QTYPE_MIN][nt - 1](o, qb, ng, &at);
-			for (uint32_t t = 0; t < nt; t++)
-				for (uint32_t r = 0; r < NB_QROWS; r++) {
-					uint64_t row = quad * NB_QROWS + r;
-					if (row < r1 && row < rows)
-						out[(size_t)(i0 + t) * ldo + row] = o[t][r];
-				}
+			for (uint32_t t = 0; t < nt; t++) {
+				float *dst = out + (size_t)(i0 + t) * ldo + row0;
+				if (row0 >= r0 && row0 + NB_QROWS <= end)
+					memcpy(dst, o[t], sizeof(o[t]));
+				else
+					for (uint32_t r = 0; r < NB_QROWS; r++)
+						if (row0 + r >= r0 && row0 + r < end)
+							dst[r] = o[t][r];
+			}
 		}
 	}
 }

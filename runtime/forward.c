@@ -88,7 +88,7 @@ static inline v4f v4_select(v4i mask, v4f a, v4f b)
  * degree-6 Taylor polynomial (|r| <= 0.347: relative error < 2e-7), times
  * 2^n built in the exponent bits. x < -87 gives 0 (below the normal range,
  * nothing a softmax or silu can see), x > 88 gives +inf. */
-static v4f v4_exp(v4f x)
+static inline __attribute__((always_inline)) v4f v4_exp(v4f x)
 {
 	const v4f shift = { 12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f };
 	const v4f lo = { -87.0f, -87.0f, -87.0f, -87.0f }, hi = { 88.0f, 88.0f, 88.0f, 88.0f };
