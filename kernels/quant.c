@@ -147,6 +147,7 @@ void nb_quant_act_prepare(struct nb_qact *a, uint32_t m, uint32_t k)
  * bits. GCC vector extension: SSE2 on x86-64, NEON on aarch64. */
 typedef float qa_v4f __attribute__((vector_size(16)));
 typedef int32_t qa_v4i __attribute__((vector_size(16)));
+typedef int8_t qa_v4b __attribute__((vector_size(4)));
 
 static qa_v4i select4(qa_v4i mask, qa_v4i a, qa_v4i b)
 {
@@ -184,8 +185,8 @@ static void quant_block_v4(const float *xs, uint32_t G, int8_t *q, float *d_out,
 		qa_v4i r = select4(y >= 0, t, -t);
 		r = select4(r > hi, hi, r);
 		r = select4(r < lo, lo, r);
-		for (int l = 0; l < 4; l++)
-			q[j + l] = (int8_t)r[l];
+		qa_v4b b = __builtin_convertvector(r, qa_v4b); /* exact: r is in -127..127 */
+		memcpy(q + j, &b, sizeof(b));
 		acc += r;
 	}
 	*sum_out = acc[0] + acc[1] + acc[2] + acc[3];

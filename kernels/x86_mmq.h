@@ -525,7 +525,7 @@ static const quad_fn quad_fns[NB_QTYPE_MAX - NB_QTYPE_MIN + 1][TILE] = {
 };
 
 /* Tile i0 of the activation rows (nt of them). */
-static void tile_at(struct tile *at, const struct nb_qact *a, uint32_t i0, uint32_t nt, uint32_t ng)
+static inline void tile_at(struct tile *at, const struct nb_qact *a, uint32_t i0, uint32_t nt, uint32_t ng)
 {
 	for (uint32_t t = 0; t < nt; t++) {
 		at->q[t] = a->q + (size_t)(i0 + t) * a->kp;

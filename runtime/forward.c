@@ -169,10 +169,18 @@ static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
 		size_t k = i1 - i < 4 ? i1 - i : 4;
 		v4f g = { 0 }, u = { 0 };
 
-		memcpy(&g, j->gate + i, k * sizeof(float));
-		memcpy(&u, j->up + i, k * sizeof(float));
+		if (k == 4) { /* constant sizes: plain vector moves */
+			memcpy(&g, j->gate + i, sizeof(g));
+			memcpy(&u, j->up + i, sizeof(u));
+		} else {
+			memcpy(&g, j->gate + i, k * sizeof(float));
+			memcpy(&u, j->up + i, k * sizeof(float));
+		}
 		g = g / (1.0f + v4_exp(-g)) * u;
-		memcpy(j->gate + i, &g, k * sizeof(float));
+		if (k == 4)
+			memcpy(j->gate + i, &g, sizeof(g));
+		else
+			memcpy(j->gate + i, &g, k * sizeof(float));
 	}
 }
 
