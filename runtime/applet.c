@@ -1,5 +1,9 @@
 #include "runtime/applet.h"
+#include "runtime/err.h"
+#include "runtime/log.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Alphabetical: --help lists them in this order. */
@@ -39,4 +43,20 @@ int nb_applet_exec(const struct nb_applet *a, int argc, char **argv)
 		return NB_EXIT_OK;
 	}
 	return a->main(argc, argv);
+}
+
+int nb_arg_uint(const char *applet, const char *option, const char *s, unsigned long long min,
+		unsigned long long max, unsigned long long *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end != '\0' || errno || v < min || v > max) {
+		nb_err("%s: %s: '%s' is not a whole number in %llu..%llu", applet, option, s, min, max);
+		return -NB_EINVAL;
+	}
+	*out = v;
+	return 0;
 }

@@ -20,6 +20,11 @@ struct nb_applet {
 #define NB_EXIT_FAIL 1
 #define NB_EXIT_USAGE 2
 
+/* An option's whole decimal argument s in min..max, or -NB_EINVAL with
+ * "<applet>: <option>: '<s>' is not a whole number in min..max" logged. */
+int nb_arg_uint(const char *applet, const char *option, const char *s, unsigned long long min,
+		unsigned long long max, unsigned long long *out);
+
 #if IS_ENABLED(CONFIG_APPLET_VERSION)
 extern const struct nb_applet nb_applet_version;
 #define NB_APPLET_VERSION (&nb_applet_version)

@@ -552,6 +552,33 @@ static int bench_synthetic(struct bench_opts *o)
 	return ret;
 }
 
+/* --reps, --prompt-tokens, --gen-tokens, --threads: whole numbers in range. */
+static int bench_count(int opt, const char *arg, struct bench_opts *o)
+{
+	unsigned long long v;
+	int ret;
+
+	switch (opt) {
+	case 'r':
+		ret = nb_arg_uint("bench", "--reps", arg, 1, MAX_REPS, &v);
+		o->reps = (uint32_t)v;
+		break;
+	case 'p':
+		ret = nb_arg_uint("bench", "--prompt-tokens", arg, 1, 1u << 20, &v);
+		o->n_prompt = (uint32_t)v;
+		break;
+	case 'n':
+		ret = nb_arg_uint("bench", "--gen-tokens", arg, 1, 1u << 20, &v);
+		o->n_gen = (uint32_t)v;
+		break;
+	default:
+		ret = nb_arg_uint("bench", "--threads", arg, 1, CONFIG_MAX_THREADS, &v);
+		o->max_threads = (uint32_t)v;
+		break;
+	}
+	return ret;
+}
+
 static int bench_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -572,11 +599,14 @@ static int bench_main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "m:r:p:n:s:t:o:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
-		case 'r': o.reps = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'p': o.n_prompt = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'n': o.n_gen = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'r':
+		case 'p':
+		case 'n':
+		case 't':
+			if (bench_count(c, optarg, &o))
+				return NB_EXIT_USAGE;
+			break;
 		case 's': o.synthetic = optarg; break;
-		case 't': o.max_threads = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'o': o.out = optarg; break;
 		case 'S': speed_only = 1; break;
 		case 'W': write_only = 1; break;

@@ -61,6 +61,10 @@ check_fails "a prompt longer than the context" 1 "context holds 4" \
 	"$NB" run -m "$tmp/l.nib" -p "Once upon a time there was" --ctx 4
 check_fails "an unknown option is a usage error" 2 "unrecognized option" \
 	"$NB" run -m "$tmp/l.nib" --frobnicate
+check_fails "bench: a count that is not a number is a usage error" 2 \
+	"--reps: 'x' is not a whole number in 1\.\.[0-9]+" "$NB" bench -m "$tmp/l.nib" --reps x
+check_fails "bench: 0 threads is a usage error" 2 "--threads: '0' is not a whole number" \
+	"$NB" bench -m "$tmp/l.nib" --threads 0
 check_fails "a bad number is named" 2 "--temp: 'hot' is not a number" \
 	"$NB" run -m "$tmp/l.nib" --temp hot
 head -c 5000 "$D/gguf/stories260K-f32.gguf" > "$tmp/trunc.gguf"
