@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include "tests/unit/testutil.h"
 
 #define L2C_BIN "models/stories260K/stories260K.bin"
 #define L2C_TOK "models/stories260K/tok512.bin"
@@ -63,25 +64,6 @@ static void b_str(struct buf *b, const char *s)
 	b_put(b, s, strlen(s));
 }
 
-static uint8_t *read_all(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *p;
-	long n;
-
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	p = malloc((size_t)n + 1);
-	assert_non_null(p);
-	assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return p;
-}
-
 static void write_all(const char *path, const void *p, size_t n)
 {
 	FILE *f = fopen(path, "wb");
@@ -94,7 +76,7 @@ static void write_all(const char *path, const void *p, size_t n)
 static void copy_file(const char *from, const char *to)
 {
 	size_t n;
-	uint8_t *p = read_all(from, &n);
+	uint8_t *p = (uint8_t *)test_slurp(from, &n);
 
 	write_all(to, p, n);
 	free(p);
@@ -420,7 +402,7 @@ static void test_llama2c(void **state)
 	const struct nb_ckpt_tensor *t;
 	struct nb_ckpt c;
 	size_t len;
-	uint8_t *raw = read_all(L2C_BIN, &len);
+	uint8_t *raw = (uint8_t *)test_slurp(L2C_BIN, &len);
 	/* legacy layout offsets, in floats after the 28-byte header */
 	size_t emb = 512 * 64, att = emb, wq = att + 5 * 64, wk = wq + 5 * 64 * 64,
 	       wv = wk + 5 * 32 * 64, wo = wv + 5 * 32 * 64, ffn = wo + 5 * 64 * 64,
@@ -529,7 +511,7 @@ static void test_llama2c_v1_and_unshared(void **state)
 	free(b.p);
 
 	/* legacy with negative vocab: the classifier follows the RoPE tables */
-	raw = read_all(L2C_BIN, &len);
+	raw = (uint8_t *)test_slurp(L2C_BIN, &len);
 	raw = realloc(raw, len + 512 * 64 * 4);
 	assert_non_null(raw);
 	memcpy(raw + len, raw + 28, 512 * 64 * 4);
@@ -880,7 +862,7 @@ static void test_hf_bf16_f16(void **state)
 static void write_config(const char *dir, const char *overrides)
 {
 	size_t len;
-	char path[512], *text = (char *)read_all(HF_DIR "/config.json", &len);
+	char path[512], *text = test_slurp(HF_DIR "/config.json", &len);
 	cJSON *cfg, *ov, *e;
 
 	text[len] = '\0';
@@ -1164,7 +1146,7 @@ static void check_truncations(const struct tmp *tmp, const char *src, const char
 			      size_t slack, int (*import)(struct nb_ckpt *, const char *))
 {
 	size_t len, cuts[80], n = 0;
-	uint8_t *raw = read_all(src, &len);
+	uint8_t *raw = (uint8_t *)test_slurp(src, &len);
 	struct nb_ckpt c;
 	char path[512];
 
@@ -1222,7 +1204,7 @@ static void test_truncated_buffers(void **state)
 	(void)state;
 
 	/* the last 31 bytes may be padding */
-	raw = read_all(GGUF_Q8, &len);
+	raw = (uint8_t *)test_slurp(GGUF_Q8, &len);
 	for (size_t cut = 0; cut < len - 31; cut += cut < 20000 ? 7 : 4099) {
 		uint8_t *p = malloc(cut ? cut : 1);
 		struct nb_gguf g;
@@ -1233,7 +1215,7 @@ static void test_truncated_buffers(void **state)
 		free(p);
 	}
 	free(raw);
-	raw = read_all(HF_DIR "/model.safetensors", &len);
+	raw = (uint8_t *)test_slurp(HF_DIR "/model.safetensors", &len);
 	for (size_t cut = 0; cut < len; cut += cut < 6000 ? 5 : 4099) {
 		uint8_t *p = malloc(cut ? cut : 1);
 		struct nb_st st;

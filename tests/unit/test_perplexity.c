@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "tests/unit/testutil.h"
 
 #define REF "tests/data/stories260K/reference.json"
 #define EVAL_TEXT "tests/data/text/tinystories-valid-dev.txt"
@@ -39,30 +40,10 @@ static void check_near(double a, double b, double eps, const char *what, int lin
 		fail_msg("line %d: %s = %.17g, want %.17g within %g", line, what, a, b, eps);
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
 static cJSON *ref_perplexity(void)
 {
 	size_t len;
-	char *buf = read_file(REF, &len);
+	char *buf = test_slurp(REF, &len);
 	cJSON *j = cJSON_Parse(buf);
 
 	free(buf);
@@ -449,7 +430,7 @@ static void test_score_windows(void **state)
 	struct nb_ppl_stats st;
 	struct nb_ppl_eval e;
 	size_t len;
-	char *text = read_file(EVAL_TEXT, &len);
+	char *text = test_slurp(EVAL_TEXT, &len);
 	uint64_t count;
 	int32_t *long_win;
 	double want;
@@ -519,7 +500,7 @@ static void test_reference_20000_counts(void **state)
 	struct nb_ppl_plan p;
 	struct nb_ppl_stats st;
 	size_t len;
-	char *text = read_file(EVAL_TEXT, &len);
+	char *text = test_slurp(EVAL_TEXT, &len);
 	uint64_t count;
 	double want;
 
@@ -561,7 +542,7 @@ static void test_eval_text_both_methods(void **state)
 	struct nb_ppl_plan p;
 	struct nb_ppl_stats st;
 	size_t len;
-	char *text = read_file(EVAL_TEXT, &len);
+	char *text = test_slurp(EVAL_TEXT, &len);
 	double ppl;
 
 	(void)state;

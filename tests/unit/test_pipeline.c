@@ -18,30 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "tests/unit/testutil.h"
 
 #define REF "tests/data/stories260K/reference.json"
-
-static cJSON *load_json(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	cJSON *j;
-	char *buf;
-	long n;
-
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	j = cJSON_Parse(buf);
-	free(buf);
-	assert_non_null(j);
-	return j;
-}
 
 static size_t json_ids(const cJSON *arr, int32_t *out, size_t max)
 {
@@ -122,7 +101,7 @@ static void run_source(int (*import)(struct nb_ckpt *), const char *label)
 {
 	char path[] = "/tmp/nb-pipeline-XXXXXX";
 	int fd = mkstemp(path);
-	cJSON *ref = load_json(REF), *p;
+	cJSON *ref = test_load_json(REF), *p;
 	struct nb_ckpt c;
 	struct nb_llm l;
 	double max_diff = 0;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "tests/unit/testutil.h"
 
 #define GPT2_JSON "tests/data/bpe/tokenizer.json"
 #define GPT2_REF "tests/data/bpe/reference.json"
@@ -37,64 +38,6 @@ struct fixture {
 	struct nb_tok *gpt2;
 	cJSON *json; /* GPT-2 tokenizer.json, for vocab lookups and variants */
 };
-
-/* Expected rejections log an error line each; keep the output readable. */
-static int quiet(void)
-{
-	int saved = dup(2), null = open("/dev/null", O_WRONLY);
-
-	assert_true(saved >= 0 && null >= 0);
-	fflush(stderr);
-	dup2(null, 2);
-	close(null);
-	return saved;
-}
-
-static void loud(int saved)
-{
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
-static cJSON *load_json(const char *path)
-{
-	size_t len;
-	char *s = slurp(path, &len);
-	cJSON *j = cJSON_ParseWithLength(s, len);
-
-	free(s);
-	assert_non_null(j);
-	return j;
-}
 
 static void write_file(const char *path, const char *text)
 {
@@ -148,15 +91,15 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	struct nb_tok_spec s;
-	double t0 = now(), t1;
+	double t0 = test_now(), t1;
 
 	assert_non_null(f);
 	assert_int_equal(nb_tok_import_json(&s, GPT2_JSON), 0);
 	assert_int_equal(nb_tok_open(&f->gpt2, &s), 0);
-	t1 = now();
+	t1 = test_now();
 	print_message("GPT-2 tokenizer.json: import + open %.3f s\n", t1 - t0);
 	nb_tok_spec_free(&s);
-	f->json = load_json(GPT2_JSON);
+	f->json = test_load_json(GPT2_JSON);
 	*state = f;
 	return 0;
 }
@@ -246,7 +189,7 @@ static void check_decode(const struct nb_tok *t, const int32_t *ids, size_t n, c
 /* Every item of a reference file: the ids, and decode gives the text back. */
 static void check_reference(const struct nb_tok *t, const char *path, size_t n_items)
 {
-	cJSON *ref = load_json(path), *item;
+	cJSON *ref = test_load_json(path), *item;
 	size_t count = 0;
 
 	cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(ref, "items")) {
@@ -289,13 +232,13 @@ static void test_gpt2_eval_text(void **state)
 {
 	struct fixture *f = *state;
 	size_t len, n, eot = 0, want_eot = 0;
-	char *text = slurp(EVAL_TEXT, &len);
-	double t0 = now();
+	char *text = test_slurp(EVAL_TEXT, &len);
+	double t0 = test_now();
 	int32_t *ids = encode(f->gpt2, text, len, false, &n);
 	char buf[32];
 	size_t blen;
 
-	print_message("encode %zu bytes -> %zu ids: %.3f s\n", len, n, now() - t0);
+	print_message("encode %zu bytes -> %zu ids: %.3f s\n", len, n, test_now() - t0);
 	for (size_t i = 0; i < n; i++)
 		eot += ids[i] == EOT_ID;
 	for (const char *p = text; (p = strstr(p, EOT)); p += strlen(EOT))
@@ -833,7 +776,7 @@ static void test_variants_reference(void **state)
 					    cJSON_Parse("{\"type\":\"NFC\"}"), false, false);
 	cJSON *seq = cJSON_Parse("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\","
 				 "\"individual_digits\":true}]}");
-	cJSON *ref = load_json(VARIANTS_REF), *item;
+	cJSON *ref = test_load_json(VARIANTS_REF), *item;
 	struct nb_tok *smollm;
 	size_t count = 0;
 
@@ -956,16 +899,16 @@ static void test_malformed(void **state)
 		  -NB_EFORMAT },
 	};
 	struct nb_tok_spec s;
-	int q = quiet();
+	int q = test_quiet();
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
 		int err = import_text(&s, c[i].text);
 
 		if (err != c[i].err) {
-			loud(q);
+			test_loud(q);
 			print_error("case %zu: got %d, want %d: %s\n", i, err, c[i].err, c[i].text);
-			q = quiet();
+			q = test_quiet();
 		}
 		assert_int_equal(err, c[i].err);
 		assert_null(s.text);
@@ -973,7 +916,7 @@ static void test_malformed(void **state)
 	}
 	assert_int_equal(nb_tok_import_json(&s, "tests/data/bpe/no-such-file.json"), -NB_ENOENT);
 	assert_int_equal(nb_tok_import_json(&s, "tests/data/bpe"), -NB_EIO);
-	loud(q);
+	test_loud(q);
 }
 
 /* Every prefix of a valid file is rejected cleanly (cut mid-JSON). */
@@ -982,7 +925,7 @@ static void test_truncated(void **state)
 	static const char full[] = MINI_HEAD "\"merges\":[\"a b\"]}," MINI_PRE "}";
 	struct nb_tok_spec s;
 	char buf[sizeof(full)];
-	int q = quiet();
+	int q = test_quiet();
 
 	(void)state;
 	for (size_t n = 1; n + 1 < sizeof(full); n++) {
@@ -990,7 +933,7 @@ static void test_truncated(void **state)
 		buf[n] = '\0';
 		assert_true(import_text(&s, buf) < 0);
 	}
-	loud(q);
+	test_loud(q);
 	assert_int_equal(import_text(&s, full), 0);
 	nb_tok_spec_free(&s);
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "tests/unit/testutil.h"
 
 #define LLAMA2_MODEL "tests/data/llama2-tokenizer/tokenizer.model"
 #define LLAMA2_BIN "tests/data/llama2-tokenizer/tokenizer.bin"
@@ -28,57 +29,6 @@
 #define TOK512_MODEL "tests/data/stories260K/hf/tokenizer.model"
 #define STORIES_REF "tests/data/stories260K/reference.json"
 #define EVAL_TEXT "tests/data/text/tinystories-valid-dev.txt"
-
-/* Expected rejections each log an error line; thousands of them would bury
- * the test output, and the logger cannot go below "error". */
-static int quiet(void)
-{
-	int saved = dup(2), null = open("/dev/null", O_WRONLY);
-
-	assert_true(saved >= 0 && null >= 0);
-	fflush(stderr);
-	dup2(null, 2);
-	close(null);
-	return saved;
-}
-
-static void loud(int saved)
-{
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
-static cJSON *load_json(const char *path)
-{
-	size_t len;
-	char *s = slurp(path, &len);
-	cJSON *j = cJSON_ParseWithLength(s, len);
-
-	free(s);
-	assert_non_null(j);
-	return j;
-}
 
 static struct nb_tok *open_spec(const struct nb_tok_spec *s)
 {
@@ -186,7 +136,7 @@ static void test_llama2_import_formats_agree(void **state)
 
 static void check_llama2_reference(const char *path, bool model)
 {
-	cJSON *ref = load_json(LLAMA2_REF), *item;
+	cJSON *ref = test_load_json(LLAMA2_REF), *item;
 	struct nb_tok *t = open_file(path, model);
 	int count = 0;
 
@@ -234,7 +184,7 @@ static void test_tok512_import_formats_agree(void **state)
 
 static void check_stories_prompts(const char *path, bool model)
 {
-	cJSON *ref = load_json(STORIES_REF), *p;
+	cJSON *ref = test_load_json(STORIES_REF), *p;
 	struct nb_tok *t = open_file(path, model);
 	int count = 0;
 
@@ -269,26 +219,18 @@ static void test_stories_prompts_model(void **state)
 	check_stories_prompts(TOK512_MODEL, true);
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* The whole evaluation text at once: both files of each tokenizer agree id
  * for id, and decoding gives the text back byte for byte. */
 static void check_eval_text(const char *bin, const char *model)
 {
 	struct nb_tok *tb = open_file(bin, false), *tm = open_file(model, true);
 	size_t len, nb, nm;
-	char *text = slurp(EVAL_TEXT, &len);
+	char *text = test_slurp(EVAL_TEXT, &len);
 	int32_t *ib, *im;
-	double t0 = now();
+	double t0 = test_now();
 
 	ib = encode(tb, text, len, true, &nb);
-	print_message("# %s: %zu bytes -> %zu tokens in %.3f s\n", bin, len, nb, now() - t0);
+	print_message("# %s: %zu bytes -> %zu tokens in %.3f s\n", bin, len, nb, test_now() - t0);
 	im = encode(tm, text, len, true, &nm);
 	assert_int_equal(nb, nm);
 	assert_memory_equal(ib, im, nb * sizeof(*ib));
@@ -320,9 +262,9 @@ static void test_eval_text_llama2(void **state)
 static void test_eval_text_story_prefix(void **state)
 {
 	struct nb_tok *t = open_file(TOK512_BIN, false);
-	cJSON *ref = load_json(STORIES_REF), *p, *ids_ref = NULL;
+	cJSON *ref = test_load_json(STORIES_REF), *p, *ids_ref = NULL;
 	size_t len, n;
-	char *text = slurp(EVAL_TEXT, &len);
+	char *text = test_slurp(EVAL_TEXT, &len);
 	const char *prompt = NULL, *story;
 	int32_t *ids;
 
@@ -437,7 +379,7 @@ static void test_blob_corrupt(void **state)
 	(void)state;
 	assert_int_equal(nb_tok_import_llama2c(&s, TOK512_BIN), 0);
 	assert_int_equal(nb_tok_spec_write(&s, &blob, &len), 0);
-	saved = quiet();
+	saved = test_quiet();
 	/* Every truncation is rejected (the sizes must add up exactly). */
 	for (i = 0; i < len; i++) {
 		copy = malloc(i ? i : 1);
@@ -475,7 +417,7 @@ static void test_blob_corrupt(void **state)
 	copy[48] ^= 1; /* a piece length: the sum no longer matches */
 	assert_int_equal(nb_tok_spec_parse(&p, copy, len), -NB_EFORMAT);
 	assert_int_equal(nb_tok_spec_parse(&p, NULL, 0), -NB_EFORMAT);
-	loud(saved);
+	test_loud(saved);
 	free(copy);
 	free(blob);
 	nb_tok_spec_free(&s);
@@ -698,9 +640,9 @@ static void test_import_truncated(void **state)
 	int saved, err;
 
 	(void)state;
-	saved = quiet();
+	saved = test_quiet();
 	for (int f = 0; f < 2; f++) {
-		data = slurp(files[f], &len);
+		data = test_slurp(files[f], &len);
 		/* A protobuf cut anywhere loses the specs after the pieces (or
 		 * breaks a length); a tokenizer.bin cut between two entries is
 		 * a valid shorter vocabulary. */
@@ -735,7 +677,7 @@ static void test_import_truncated(void **state)
 	}
 	assert_int_equal(nb_tok_import_llama2c(&s, "tests/data/no-such-file"), -NB_ENOENT);
 	unlink(tmp_path);
-	loud(saved);
+	test_loud(saved);
 }
 
 /* A hand-written ModelProto: pieces, then trainer_spec and normalizer_spec
