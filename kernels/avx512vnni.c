@@ -33,6 +33,7 @@ static void mm_i8_vnni(int32_t *c, const int8_t *a, const int8_t *b, size_t m, s
 const struct nb_kernels nb_kernels_avx512vnni = {
 	.name = "avx512vnni",
 	.requires = NB_CPU_AVX2 | NB_CPU_F16C | NB_CPU_AVX512VNNI,
+	.act_flags = NB_QACT_INTERLEAVED,
 	.dot_i8 = dot_i8_vnni,
 	.mm_i8 = mm_i8_vnni,
 	.mm_q = mm_q_vnni,

@@ -111,7 +111,8 @@ static int check_mmq_case(const struct nb_kernels *k, const struct mmq_case *c, 
 
 	nb_qtensor_bytes(c->type, c->rows, c->cols, &bytes);
 	w = malloc(bytes);
-	if (!q || !z || !d || !x || !want || !got || !w || nb_qact_alloc(&a, c->m, c->cols, qi->group))
+	if (!q || !z || !d || !x || !want || !got || !w ||
+	    nb_qact_alloc(&a, c->m, c->cols, qi->group, k->act_flags))
 		goto out;
 	fill_levels(qi, q, z, (size_t)c->rows * c->cols, (size_t)c->rows * ng, c->wfill, rng);
 	for (size_t i = 0; i < (size_t)c->rows * ng; i++)

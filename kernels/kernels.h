@@ -19,6 +19,7 @@
 struct nb_kernels {
 	const char *name;
 	unsigned requires; /* NB_CPU_* bits the backend executes */
+	unsigned act_flags; /* NB_QACT_* the activations it is given should have */
 
 	/* sum(a[i] * b[i]), i < n <= NB_KERNEL_MAX_K, full int8 range. */
 	int32_t (*dot_i8)(const int8_t *a, const int8_t *b, size_t n);

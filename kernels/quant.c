@@ -2,6 +2,7 @@
 #include "runtime/err.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,7 +99,7 @@ float nb_f16_round(float f)
 	return nb_f16_to_f32(nb_f32_to_f16(f));
 }
 
-int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group)
+int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group, unsigned flags)
 {
 	uint32_t kp = (k + group - 1) / group * group;
 
@@ -106,9 +107,11 @@ int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group)
 	a->q = aligned_alloc(64, ((size_t)m * kp + 63) & ~(size_t)63);
 	a->d = malloc((size_t)m * (kp / group) * sizeof(float));
 	a->sum = malloc((size_t)m * (kp / group) * sizeof(int32_t));
-	if (group == 32)
+	const bool want_qx = group == 32 && (flags & NB_QACT_INTERLEAVED);
+
+	if (want_qx)
 		a->qx = aligned_alloc(64, ((size_t)m * kp + 63) & ~(size_t)63);
-	if (!a->q || !a->d || !a->sum || (group == 32 && !a->qx)) {
+	if (!a->q || !a->d || !a->sum || (want_qx && !a->qx)) {
 		nb_qact_free(a);
 		return -NB_ENOMEM;
 	}

@@ -100,7 +100,7 @@ struct nb_qact {
 	int8_t *q;
 	float *d;
 	int32_t *sum;
-	/* Group 32 only (else NULL): the same levels, each whole chunk of four
+	/* Group 32 with NB_QACT_INTERLEAVED only (else NULL): the same levels, each whole chunk of four
 	 * groups (128 bytes) reordered by 4-byte words as [half][word][group]
 	 * -- word w of half h of group g at word 16 h + 4 w + g of its chunk --
 	 * so that one 16-byte load holds the same 4 columns of 4 groups: the
@@ -130,8 +130,11 @@ static inline size_t nb_qact_x_offset(uint32_t j)
 	return (size_t)(g & ~3u) * 32 + ((c / 16) * 16 + (c % 16) / 4 * 4 + (g & 3)) * 4 + c % 4;
 }
 
-/* Allocates buffers for up to m rows of k columns in groups of G. */
-int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group);
+/* Allocates buffers for up to m rows of k columns in groups of G; with
+ * NB_QACT_INTERLEAVED and G = 32 also qx, which nb_quant_act then fills
+ * (only kernels that read it ask: it costs a copy of every level). */
+#define NB_QACT_INTERLEAVED 1u
+int nb_qact_alloc(struct nb_qact *a, uint32_t m, uint32_t k, uint32_t group, unsigned flags);
 void nb_qact_free(struct nb_qact *a);
 
 /* Packing: levels q (rows x cols, row-major) as the format defines them

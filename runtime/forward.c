@@ -820,8 +820,8 @@ int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb
 	f->row_kv = calloc(f->max_batch, sizeof(*f->row_kv));
 	if (!f->row_kv)
 		goto fail;
-	if (nb_qact_alloc(&f->act[0], f->max_batch, max_cols(&m->hp), 32) ||
-	    nb_qact_alloc(&f->act[1], f->max_batch, max_cols(&m->hp), 128))
+	if (nb_qact_alloc(&f->act[0], f->max_batch, max_cols(&m->hp), 32, f->kern->act_flags) ||
+	    nb_qact_alloc(&f->act[1], f->max_batch, max_cols(&m->hp), 128, f->kern->act_flags))
 		goto fail;
 	rope_init(f);
 	return 0;

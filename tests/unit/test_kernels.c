@@ -117,7 +117,7 @@ static void test_mm_q_semantics(void **state)
 		assert_int_equal(nb_qtensor_bytes(t, ROWS, COLS, &bytes), 0);
 		assert_true(bytes <= sizeof(packed));
 		assert_int_equal(nb_quantize_rtn(t, w, ROWS, COLS, packed), 0);
-		assert_int_equal(nb_qact_alloc(&a, M, COLS, qi->group), 0);
+		assert_int_equal(nb_qact_alloc(&a, M, COLS, qi->group, NB_QACT_INTERLEAVED), 0);
 		nb_quant_act(&a, x, M, COLS);
 		nb_mm_q_ref(out, ROWS, &a, t, packed, ROWS, 0, ROWS);
 		for (uint32_t r = 0; r < ROWS; r++) {
@@ -148,7 +148,7 @@ static void test_quant_act(void **state)
 	int32_t sum = 0;
 	(void)state;
 
-	assert_int_equal(nb_qact_alloc(&a, 1, 40, 32), 0);
+	assert_int_equal(nb_qact_alloc(&a, 1, 40, 32, 0), 0);
 	nb_quant_act(&a, x, 1, 40);
 	assert_int_equal(a.kp, 64);
 	assert_true(a.d[0] == 127.0f / 127.0f);
@@ -210,7 +210,7 @@ static void test_quant_act_equals_spec(void **state)
 	for (int j = 0; j < G; j++) /* a block whose scale is exactly 1: ties land on .5 */
 		x[K + j] = (float)(j * 4 - 63) + (j % 2 ? 0.5f : 0.0f);
 	x[K] = 127.0f;
-	assert_int_equal(nb_qact_alloc(&a, M, K, G), 0);
+	assert_int_equal(nb_qact_alloc(&a, M, K, G, NB_QACT_INTERLEAVED), 0);
 	nb_quant_act(&a, x, M, K);
 	for (uint32_t i = 0; i < M; i++)
 		for (uint32_t g = 0; g < a.kp / G; g++) {
