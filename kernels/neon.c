@@ -99,21 +99,23 @@ NB_NEON_INLINE float32x4_t group(float32x4_t lane, const uint8_t *blk, const int
 	return nb_neon_step(lane, blk, da, nb_neon_isum(usum, blk, kind, asum));
 }
 
-/* One group per iteration, the two lanes swapping places after each, so
- * only one group's registers are live (A72 has no spare ones for two). */
+/* One group per iteration, the four lanes rotating after each, so only
+ * one group's registers are live (A72 has no spare ones for two). */
 NB_NEON_INLINE float32x4_t quad_row(const uint8_t *qb, uint32_t ng, const int8_t *aq,
 				    const float *ad, const int32_t *as, const enum nb_neon_kind kind,
 				    const uint32_t G, const uint32_t bs)
 {
-	float32x4_t cur = vdupq_n_f32(0.0f), next = vdupq_n_f32(0.0f);
+	float32x4_t l[4] = { vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f),
+			     vdupq_n_f32(0.0f) };
 
 	for (uint32_t g = 0; g < ng; g++, qb += bs, aq += G) {
-		float32x4_t done = group(cur, qb, aq, ad[g], as[g], kind, G);
-		cur = next;
-		next = done;
+		float32x4_t done = group(l[0], qb, aq, ad[g], as[g], kind, G);
+		l[0] = l[1];
+		l[1] = l[2];
+		l[2] = l[3];
+		l[3] = done;
 	}
-	/* lane 0 (even groups) + lane 1 (odd groups) */
-	return ng & 1 ? vaddq_f32(next, cur) : vaddq_f32(cur, next);
+	return nb_neon_lanes_sum(l, ng);
 }
 
 #define QUAD_KERNEL(name, kind, G, block)                                                   \

@@ -2,10 +2,11 @@
  * neon_i8mm.c). Only baseline ARMv8.0 instructions live here, so every one
  * of those files can include it whatever its -march.
  *
- * The float epilogue is kernels/quant.h's, on 4 rows at once: an even-group
- * and an odd-group accumulator (the two lanes), and per group
+ * The float epilogue is kernels/quant.h's, on 4 rows at once: four
+ * accumulators (the lanes, group g feeding lane g % 4), and per group
  * s = d_w * d_a, t = s * (float)isum, lane = lane + t, each its own
- * rounding (the build has -ffp-contract=off, so no FMLA); out = even + odd. */
+ * rounding (the build has -ffp-contract=off, so no FMLA);
+ * out = (lane0 + lane1) + (lane2 + lane3). */
 #ifndef NB_NEON_COMMON_H
 #define NB_NEON_COMMON_H
 
@@ -71,6 +72,16 @@ NB_NEON_INLINE float32x4_t nb_neon_step(float32x4_t lane, const uint8_t *blk, fl
 	float32x4_t s = vmulq_f32(nb_neon_scales(blk), vdupq_n_f32(da));
 
 	return vaddq_f32(lane, vmulq_f32(s, vcvtq_f32_s32(isum)));
+}
+
+/* The kernels rotate their four lanes after every group, l[0] always the
+ * next group's: after ng groups lane k is l[(k - ng) mod 4]. Returns
+ * (lane0 + lane1) + (lane2 + lane3). */
+NB_NEON_INLINE float32x4_t nb_neon_lanes_sum(const float32x4_t l[4], uint32_t ng)
+{
+	const uint32_t s = (4 - (ng & 3)) & 3; /* where lane 0 is */
+
+	return vaddq_f32(vaddq_f32(l[s], l[(s + 1) & 3]), vaddq_f32(l[(s + 2) & 3], l[(s + 3) & 3]));
 }
 
 /* 64-bit halves: [x.lo | y.lo] and [x.hi | y.hi]. */

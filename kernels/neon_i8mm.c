@@ -155,21 +155,23 @@ NB_NEON_INLINE void quad_pair(float32x4_t o[2], const uint8_t *qb, uint32_t ng, 
 			      size_t kp, const float *ad, const int32_t *as,
 			      const enum nb_neon_kind kind, const uint32_t G, const uint32_t bs)
 {
-	/* Per activation row, the lane of this group and the other lane,
-	 * swapping places after each group. */
-	float32x4_t cur0 = vdupq_n_f32(0.0f), next0 = cur0, cur1 = cur0, next1 = cur0;
+	/* Per activation row, the four lanes, this group's first, rotating
+	 * after each group. */
+	const float32x4_t z = vdupq_n_f32(0.0f);
+	float32x4_t l0[4] = { z, z, z, z }, l1[4] = { z, z, z, z };
 
 	for (uint32_t g = 0; g < ng; g++, qb += bs, aq += G) {
-		float32x4_t done0 = cur0, done1 = cur1;
+		float32x4_t done0 = l0[0], done1 = l1[0];
 		group2(&done0, &done1, qb, aq, kp, ad, as, ng, g, kind, G);
-		cur0 = next0;
-		next0 = done0;
-		cur1 = next1;
-		next1 = done1;
+		for (int k = 0; k < 3; k++) {
+			l0[k] = l0[k + 1];
+			l1[k] = l1[k + 1];
+		}
+		l0[3] = done0;
+		l1[3] = done1;
 	}
-	/* lane 0 (even groups) + lane 1 (odd groups) */
-	o[0] = ng & 1 ? vaddq_f32(next0, cur0) : vaddq_f32(cur0, next0);
-	o[1] = ng & 1 ? vaddq_f32(next1, cur1) : vaddq_f32(cur1, next1);
+	o[0] = nb_neon_lanes_sum(l0, ng);
+	o[1] = nb_neon_lanes_sum(l1, ng);
 }
 
 #define PAIR_KERNEL(name, kind, G, block)                                                   \

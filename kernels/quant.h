@@ -155,13 +155,15 @@ float nb_f16_round(float f);
 int nb_quantize_rtn(uint32_t type, const float *w, uint64_t rows, uint64_t cols, void *out);
 
 /* The float epilogue every backend implements, per output element (i, r):
- * two lanes, group g feeding lane g % 2 in increasing g with
+ * four lanes, group g feeding lane g % 4 in increasing g with
  *     lane = lane + (d_w * d_a) * (float)isum          (three roundings, in that order)
  * where isum is the exact int32 dot product of the group's levels (minus
  * z * sum(a) for zero-point types) and d_w, d_a the weight and activation
- * scales; then out = lane0 + lane1. Lanes start at +0.0. Two lanes match a
- * 256-bit vector of 4 rows x 2 groups, the order two blocks store their
- * scales in, and two 128-bit NEON accumulators of 4 rows. */
+ * scales; then out = (lane0 + lane1) + (lane2 + lane3). Lanes start at
+ * +0.0. Four lanes match one 512-bit step of 4 rows x 4 groups (one add per
+ * step), two 256-bit vectors of 4 rows x 2 groups, and four 128-bit NEON
+ * accumulators of 4 rows; and a group that is not there (zero padding)
+ * adds +0.0, which leaves a lane as it is (a lane is never -0.0). */
 static inline float nb_dot_epilogue_step(float lane, float d_w, float d_a, int32_t isum)
 {
 	return lane + (d_w * d_a) * (float)isum;

@@ -62,7 +62,7 @@ void nb_mm_q_ref(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
 		for (uint32_t i0 = 0; i0 < a->m; i0 += TILE) {
 			uint32_t nt = a->m - i0 < TILE ? a->m - i0 : TILE;
-			float lane[TILE][NB_QROWS][2] = { { { 0 } } };
+			float lane[TILE][NB_QROWS][4] = { { { 0 } } };
 
 			for (uint32_t g = 0; g < ng; g++) {
 				unpack_block(qi, qb + g * qi->block_size, &u);
@@ -76,7 +76,7 @@ void nb_mm_q_ref(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 						for (uint32_t j = 0; j < G; j++)
 							isum += u.lv[r][j] * aq[j];
 						isum -= u.off[r] * asum;
-						lane[t][r][g % 2] = nb_dot_epilogue_step(lane[t][r][g % 2],
+						lane[t][r][g % 4] = nb_dot_epilogue_step(lane[t][r][g % 4],
 											 u.d[r], da, isum);
 					}
 				}
@@ -85,7 +85,9 @@ void nb_mm_q_ref(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 				for (uint32_t r = 0; r < NB_QROWS; r++) {
 					uint64_t row = quad * NB_QROWS + r;
 					if (row < r1 && row < rows)
-						out[(size_t)(i0 + t) * ldo + row] = lane[t][r][0] + lane[t][r][1];
+						out[(size_t)(i0 + t) * ldo + row] =
+							(lane[t][r][0] + lane[t][r][1]) +
+							(lane[t][r][2] + lane[t][r][3]);
 				}
 		}
 	}

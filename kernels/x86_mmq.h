@@ -13,9 +13,9 @@
  * each block's nibbles are loaded and unpacked once for the whole tile, the
  * integer partial sums of 4 rows x 2 groups are reduced by an hadd tree into
  * one vector [g0 r0..r3 | g1 r0..r3] -- the order the two blocks store their
- * scales in -- and fed to one float accumulator per activation row whose low
- * half is lane 0 (even groups) and high half lane 1 (odd groups), exactly
- * as kernels/quant.h defines. */
+ * scales in -- and fed to two float accumulators per activation row: groups
+ * 4j, 4j + 1 to [lane 0 | lane 1], groups 4j + 2, 4j + 3 to [lane 2 | lane 3],
+ * exactly as kernels/quant.h defines. */
 
 /* Activation rows per tile: each block is unpacked once for all of them.
  * 4 fits AVX2's 16 vector registers; the VNNI build (AVX512VL: 32) uses 8. */
@@ -240,74 +240,88 @@ struct tile {
 	const int32_t *s[TILE]; /* their group sums */
 };
 
-/* The 4 outputs of one quad for nt activation rows. */
+/* Groups g and g + 1 (if g + 1 < ng) of the quad into acc, which holds the
+ * epilogue lanes of those two groups: [g % 4 r0..r3 | (g + 1) % 4 r0..r3]. */
+static inline __attribute__((always_inline)) void
+pair_step(__m256 acc[TILE], const uint8_t *qb, uint32_t g, uint32_t ng, const struct tile *at,
+	  const uint32_t G, const uint32_t bits, const int zpt, const uint32_t block,
+	  const uint32_t nt)
+{
+	const uint32_t qoff = zpt ? 12 : 8;
+	const uint8_t *b0 = qb + (size_t)g * block;
+	const uint8_t *b1 = g + 1 < ng ? b0 + block : NULL;
+
+	/* The weights are one sequential stream (the next quad follows this
+	 * one): fetch every line of the two blocks ahead of the hardware
+	 * prefetcher. */
+	for (uint32_t c = 0; c < 2 * block; c += 64)
+		_mm_prefetch((const char *)b0 + PREFETCH + c, PREFETCH_HINT);
+	const int8_t *a0[TILE], *a1[TILE];
+	__m256i isum[TILE], zp = _mm256_setzero_si256();
+	__m256 dw = scales(b0, b1);
+
+	#pragma GCC unroll 8
+	for (uint32_t t = 0; t < nt; t++) {
+		a0[t] = at->q[t] + (size_t)g * G;
+		a1[t] = a0[t] + G;
+	}
+	if (bits == 8) {
+		__m256i p0[TILE][4], p1[TILE][4];
+		q8_group((const int8_t *)(b0 + 8), a0, nt, p0);
+		#pragma GCC unroll 8
+		for (uint32_t t = 0; t < nt; t++)
+			#pragma GCC unroll 8
+			for (int r = 0; r < 4; r++)
+				p1[t][r] = _mm256_setzero_si256();
+		if (b1)
+			q8_group((const int8_t *)(b1 + 8), a1, nt, p1);
+		#pragma GCC unroll 8
+		for (uint32_t t = 0; t < nt; t++)
+			isum[t] = q8_reduce(p0[t], p1[t]);
+	} else {
+		__m256i raw[TILE];
+		q4_pair(raw, b0 + qoff, b1 ? b1 + qoff : NULL, G, a0, a1, nt);
+		if (zpt)
+			zp = zero_points(b0, b1);
+		#pragma GCC unroll 8
+		for (uint32_t t = 0; t < nt; t++) {
+			__m256i asum = pair_i32(at->s[t] + g, b1 != NULL);
+			/* levels are stored + offset: subtract offset * sum(a) */
+			__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum) : _mm256_slli_epi32(asum, 3);
+			isum[t] = _mm256_sub_epi32(raw[t], corr);
+		}
+	}
+	#pragma GCC unroll 8
+	for (uint32_t t = 0; t < nt; t++) {
+		__m256 da = pair_f32(at->d[t] + g, b1 != NULL);
+		acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, da),
+							     _mm256_cvtepi32_ps(isum[t])));
+	}
+}
+
+/* The 4 outputs of one quad for nt activation rows: four groups per
+ * iteration, lanes 0 and 1 in acc01, 2 and 3 in acc23. */
 static inline __attribute__((always_inline)) void
 quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *at,
 	  const uint32_t G, const uint32_t bits, const int zpt, const uint32_t block,
 	  const uint32_t nt)
 {
-	const uint32_t qoff = zpt ? 12 : 8;
-	__m256 acc[TILE];
+	__m256 acc01[TILE], acc23[TILE];
 
 	#pragma GCC unroll 8
 	for (uint32_t t = 0; t < nt; t++)
-		acc[t] = _mm256_setzero_ps();
-	for (uint32_t g = 0; g < ng; g += 2) {
-		const uint8_t *b0 = qb + (size_t)g * block;
-		const uint8_t *b1 = g + 1 < ng ? b0 + block : NULL;
-
-		/* The weights are one sequential stream (the next quad follows
-		 * this one): fetch every line of the two blocks ahead of the
-		 * hardware prefetcher. */
-		for (uint32_t c = 0; c < 2 * block; c += 64)
-			_mm_prefetch((const char *)b0 + PREFETCH + c, PREFETCH_HINT);
-		const int8_t *a0[TILE], *a1[TILE];
-		__m256i isum[TILE], zp = _mm256_setzero_si256();
-		__m256 dw = scales(b0, b1);
-
-		#pragma GCC unroll 8
-		for (uint32_t t = 0; t < nt; t++) {
-			a0[t] = at->q[t] + (size_t)g * G;
-			a1[t] = a0[t] + G;
-		}
-		if (bits == 8) {
-			__m256i p0[TILE][4], p1[TILE][4];
-			q8_group((const int8_t *)(b0 + 8), a0, nt, p0);
-			#pragma GCC unroll 8
-			for (uint32_t t = 0; t < nt; t++)
-				#pragma GCC unroll 8
-				for (int r = 0; r < 4; r++)
-					p1[t][r] = _mm256_setzero_si256();
-			if (b1)
-				q8_group((const int8_t *)(b1 + 8), a1, nt, p1);
-			#pragma GCC unroll 8
-			for (uint32_t t = 0; t < nt; t++)
-				isum[t] = q8_reduce(p0[t], p1[t]);
-		} else {
-			__m256i raw[TILE];
-			q4_pair(raw, b0 + qoff, b1 ? b1 + qoff : NULL, G, a0, a1, nt);
-			if (zpt)
-				zp = zero_points(b0, b1);
-			#pragma GCC unroll 8
-			for (uint32_t t = 0; t < nt; t++) {
-				__m256i asum = pair_i32(at->s[t] + g, b1 != NULL);
-				/* levels are stored + offset: subtract offset * sum(a) */
-				__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum)
-						   : _mm256_slli_epi32(asum, 3);
-				isum[t] = _mm256_sub_epi32(raw[t], corr);
-			}
-		}
-		#pragma GCC unroll 8
-		for (uint32_t t = 0; t < nt; t++) {
-			__m256 da = pair_f32(at->d[t] + g, b1 != NULL);
-			acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, da),
-								     _mm256_cvtepi32_ps(isum[t])));
-		}
+		acc01[t] = acc23[t] = _mm256_setzero_ps();
+	for (uint32_t g = 0; g < ng; g += 4) {
+		pair_step(acc01, qb, g, ng, at, G, bits, zpt, block, nt);
+		if (g + 2 < ng)
+			pair_step(acc23, qb, g + 2, ng, at, G, bits, zpt, block, nt);
 	}
 	#pragma GCC unroll 8
-	for (uint32_t t = 0; t < nt; t++)
-		_mm_storeu_ps(o[t], _mm_add_ps(_mm256_castps256_ps128(acc[t]),
-					       _mm256_extractf128_ps(acc[t], 1)));
+	for (uint32_t t = 0; t < nt; t++) {
+		__m128 l01 = _mm_add_ps(_mm256_castps256_ps128(acc01[t]), _mm256_extractf128_ps(acc01[t], 1));
+		__m128 l23 = _mm_add_ps(_mm256_castps256_ps128(acc23[t]), _mm256_extractf128_ps(acc23[t], 1));
+		_mm_storeu_ps(o[t], _mm_add_ps(l01, l23));
+	}
 }
 
 #ifdef MMQ_ZMM
@@ -321,10 +335,9 @@ quad_tile(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *a
  * high nibbles) leave each (row, group) lane with its whole exact integer
  * dot product: no horizontal reduction. The scales are permuted into the
  * same row-major [r: g0 g1 g2 g3] layout once per step, the activations'
- * scales and sums are contiguous in it already, and an accumulator whose
- * elements 0 and 1 of lane r are row r's lanes 0 and 1 of the epilogue
- * takes groups g0, g1 and then g2, g3: the order kernels/quant.h defines.
- * Elements 2 and 3 of each lane accumulate values that are never read. */
+ * scales and sums are contiguous in it already, and one accumulator whose
+ * element k of lane r is row r's epilogue lane k takes the four groups in
+ * one add: the four lanes kernels/quant.h defines. */
 
 /* Row-major index of the group-major [g: r0..r3] order. */
 #define TO_ROWS _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
@@ -413,7 +426,6 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
 		__m512 da = _mm512_broadcast_f32x4(_mm_loadu_ps(at->d[t] + g));
 		__m512 term = _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(isum));
 		acc[t] = _mm512_add_ps(acc[t], term);
-		acc[t] = _mm512_add_ps(acc[t], _mm512_shuffle_ps(term, term, _MM_SHUFFLE(3, 2, 3, 2)));
 	}
 }
 
@@ -463,8 +475,9 @@ quad_tile_g32(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct til
 		step4_tail(acc, qb + (size_t)g * block, block, at, g, ng - g, zpt, nt);
 	#pragma GCC unroll 8
 	for (uint32_t t = 0; t < nt; t++) {
-		/* element 0 of lane r: lane 0 + lane 1 of row r */
-		__m512 sum = _mm512_add_ps(acc[t], _mm512_shuffle_ps(acc[t], acc[t], _MM_SHUFFLE(1, 1, 1, 1)));
+		/* element 0 of lane r: (lane 0 + lane 1) + (lane 2 + lane 3) of row r */
+		__m512 pairs = _mm512_add_ps(acc[t], _mm512_shuffle_ps(acc[t], acc[t], _MM_SHUFFLE(2, 3, 0, 1)));
+		__m512 sum = _mm512_add_ps(pairs, _mm512_shuffle_ps(pairs, pairs, _MM_SHUFFLE(1, 0, 3, 2)));
 		_mm_storeu_ps(o[t], _mm512_castps512_ps128(_mm512_permutexvar_ps(TO_ROWS, sum)));
 	}
 }
