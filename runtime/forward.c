@@ -152,36 +152,54 @@ static void add(float *x, const float *y, size_t n)
 		x[i] += y[i];
 }
 
-/* gate[n] = silu(gate) * up, elementwise: any split gives the same bits. */
+/* gate = silu(gate) * up on [i0, i1), elementwise: any split gives the
+ * same bits. */
+static void swiglu(float *gate, const float *up, size_t i0, size_t i1)
+{
+	for (size_t i = i0; i < i1; i += 4) {
+		size_t k = i1 - i < 4 ? i1 - i : 4;
+		v4f g = { 0 }, u = { 0 };
+
+		if (k == 4) { /* constant sizes: plain vector moves */
+			memcpy(&g, gate + i, sizeof(g));
+			memcpy(&u, up + i, sizeof(u));
+		} else {
+			memcpy(&g, gate + i, k * sizeof(float));
+			memcpy(&u, up + i, k * sizeof(float));
+		}
+		g = g / (1.0f + v4_exp(-g)) * u;
+		if (k == 4)
+			memcpy(gate + i, &g, sizeof(g));
+		else
+			memcpy(gate + i, &g, k * sizeof(float));
+	}
+}
+
+/* gate [m][k] = silu(gate) * up, and, when a is not NULL, quantized into a
+ * for the down projection in the same pass: each thread quantizes the
+ * blocks it has just computed, which saves a pool run and a pass over the
+ * hidden vector per layer. */
 struct swiglu_job {
 	float *gate;
 	const float *up;
-	size_t n;
+	uint32_t m, k;
+	struct nb_qact *a;
 };
 
 static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
 {
 	const struct swiglu_job *j = arg;
-	uint64_t i0, i1;
+	const uint32_t G = j->a ? j->a->group : 16, per_row = (j->k + G - 1) / G;
+	uint64_t b0, b1;
 
-	nb_pool_split_aligned(j->n, 16, ith, nth, &i0, &i1);
-	for (uint64_t i = i0; i < i1; i += 4) {
-		size_t k = i1 - i < 4 ? i1 - i : 4;
-		v4f g = { 0 }, u = { 0 };
-
-		if (k == 4) { /* constant sizes: plain vector moves */
-			memcpy(&g, j->gate + i, sizeof(g));
-			memcpy(&u, j->up + i, sizeof(u));
-		} else {
-			memcpy(&g, j->gate + i, k * sizeof(float));
-			memcpy(&u, j->up + i, k * sizeof(float));
-		}
-		g = g / (1.0f + v4_exp(-g)) * u;
-		if (k == 4)
-			memcpy(j->gate + i, &g, sizeof(g));
-		else
-			memcpy(j->gate + i, &g, k * sizeof(float));
+	nb_pool_split((uint64_t)j->m * per_row, ith, nth, &b0, &b1);
+	for (uint64_t b = b0; b < b1; b++) {
+		const size_t row = (size_t)(b / per_row) * j->k, c0 = (size_t)(b % per_row) * G;
+		const size_t c1 = c0 + G < j->k ? c0 + G : j->k;
+		swiglu(j->gate + row, j->up + row, c0, c1);
 	}
+	if (j->a)
+		nb_quant_act_blocks(j->a, j->gate, b0, b1);
 }
 
 /* ---- matrix products ---------------------------------------------------- */
@@ -287,29 +305,44 @@ static void quant_worker(void *arg, unsigned ith, unsigned nth)
 	nb_quant_act_blocks(q->a, q->x, b0, b1);
 }
 
+/* The activation buffer for w's group size, shaped for m rows of its
+ * input; NULL for a float w. */
+static struct nb_qact *act_for(struct nb_fwd *f, const struct nb_tensor *w, uint32_t m)
+{
+	struct nb_qact *a;
+
+	if (w->type == NB_DTYPE_F32)
+		return NULL;
+	a = &f->act[nb_qinfo(w->type)->group == 32 ? 0 : 1];
+	nb_quant_act_prepare(a, m, (uint32_t)w->shape[1]);
+	return a;
+}
+
 /* x [m][cols] quantized into the buffer of w's group size, its blocks
  * split over the pool (each block is independent: same bits). */
 static const struct nb_qact *quantize_input(struct nb_fwd *f, const struct nb_tensor *w,
 					    const float *x, uint32_t m)
 {
-	struct nb_qact *a = &f->act[nb_qinfo(w->type)->group == 32 ? 0 : 1];
-	struct quant_job q = { a, x };
+	struct quant_job q = { act_for(f, w, m), x };
 
-	nb_quant_act_prepare(a, m, (uint32_t)w->shape[1]);
 	parallel(f, quant_worker, &q);
-	return a;
+	return q.a;
 }
 
 /* Every matrix product of the model comes through here. The jobs share the
  * input x [m][cols]; each quantized job gets it quantized for its own group
- * size (an image may mix formats), once per size and call. */
-static void matmul(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs,
-		   const struct matmul_job *jobs)
+ * size (an image may mix formats), once per size and call, unless the
+ * caller has (ready: x quantized already, for its group). */
+static void matmul_ready(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs,
+			 const struct matmul_job *jobs, const struct nb_qact *ready)
 {
 	struct matmul mm = { .f = f, .x = x, .m = m, .n_jobs = n_jobs };
 
 	atomic_init(&mm.next, 0);
 	const struct nb_qact *by_group[2] = { NULL, NULL }; /* group 32, group 128 */
+
+	if (ready)
+		by_group[ready->group == 32 ? 0 : 1] = ready;
 
 	for (uint32_t t = 0; t < n_jobs; t++) {
 		mm.jobs[t] = jobs[t];
@@ -325,6 +358,12 @@ static void matmul(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs
 				f->capture(f->capture_arg, jobs[t].w, x + (size_t)i * jobs[t].w->shape[1]);
 	}
 	parallel(f, matmul_worker, &mm);
+}
+
+static void matmul(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs,
+		   const struct matmul_job *jobs)
+{
+	matmul_ready(f, x, m, n_jobs, jobs, NULL);
 }
 
 static void matmul1(struct nb_fwd *f, float *out, const struct nb_tensor *w, const float *x,
@@ -585,10 +624,11 @@ static void layer_forward(struct nb_fwd *f, uint32_t l, uint32_t n, const uint32
 		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->ffn_norm, dim, hp->norm_eps);
 	matmul(f, f->xb, n, 2, gate_up);        /* hb, hb2 [n][hidden] */
 	{
-		struct swiglu_job sj = { f->hb, f->hb2, n * hidden };
-		parallel(f, swiglu_worker, &sj); /* hb [n][hidden] */
+		const struct matmul_job down = { f->xb2, ly->w_down, NULL };
+		struct swiglu_job sj = { f->hb, f->hb2, n, (uint32_t)hidden, act_for(f, ly->w_down, n) };
+		parallel(f, swiglu_worker, &sj); /* hb [n][hidden], quantized */
+		matmul_ready(f, f->hb, n, 1, &down, sj.a); /* xb2 [n][dim] */
 	}
-	matmul1(f, f->xb2, ly->w_down, f->hb, n); /* xb2 [n][dim] */
 	add(f->x, f->xb2, n * dim);
 }
 
