@@ -550,25 +550,32 @@ static inline void tile_at(struct tile *at, const struct nb_qact *a, uint32_t i0
 	}
 }
 
+/* Tiles whose pointers are set up once per call; a larger batch sets up
+ * the rest per quad. */
+#define MAX_TILES 16
+
 static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 		      const void *w, uint64_t rows, uint64_t r0, uint64_t r1)
 {
 	const struct nb_qinfo *qi = nb_qinfo(type);
-	const uint32_t ng = a->kp / qi->group;
+	const uint32_t ng = a->kp / qi->group, n_tiles = (a->m + TILE - 1) / TILE;
 	const uint64_t end = r1 < rows ? r1 : rows;
 	float o[TILE][4];
-	struct tile at;
+	struct tile tiles[MAX_TILES], spare;
 
-	if (a->m <= TILE) /* one tile (decode): set up once */
-		tile_at(&at, a, 0, a->m, ng);
+	for (uint32_t i = 0; i < n_tiles && i < MAX_TILES; i++)
+		tile_at(&tiles[i], a, i * TILE, a->m - i * TILE < TILE ? a->m - i * TILE : TILE, ng);
 	for (uint64_t quad = r0 / NB_QROWS; quad * NB_QROWS < r1; quad++) {
 		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
 		const uint64_t row0 = quad * NB_QROWS;
-		for (uint32_t i0 = 0; i0 < a->m; i0 += TILE) {
+		for (uint32_t i = 0, i0 = 0; i0 < a->m; i++, i0 += TILE) {
 			uint32_t nt = a->m - i0 < TILE ? a->m - i0 : TILE;
-			if (a->m > TILE)
-				tile_at(&at, a, i0, nt, ng);
-			quad_fns[type - NB_QTYPE_MIN][nt - 1](o, qb, ng, &at);
+			const struct tile *at = &tiles[i];
+			if (i >= MAX_TILES) {
+				tile_at(&spare, a, i0, nt, ng);
+				at = &spare;
+			}
+			quad_fns[type - NB_QTYPE_MIN][nt - 1](o, qb, ng, at);
 			for (uint32_t t = 0; t < nt; t++) {
 				float *dst = out + (size_t)(i0 + t) * ldo + row0;
 				if (row0 >= r0 && row0 + NB_QROWS <= end)
@@ -581,4 +588,3 @@ static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t t
 		}
 	}
 }
-

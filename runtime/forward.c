@@ -442,10 +442,15 @@ static void rope(const struct nb_fwd *f, uint32_t b, float *x, uint32_t n_heads)
 
 /* ---- attention --------------------------------------------------------- */
 
-static float *kv_row(const struct nb_kv *kv, float *cache, size_t kv_dim, uint32_t layer,
-		     uint32_t pos)
+/* The cache is head-major, [n_layers][n_kv_heads][max_ctx][head_dim]: the
+ * keys (values) one head reads are one contiguous stream. The weights
+ * evict them from the caches each token, and read row by row in a
+ * [pos][kv_dim] layout they were 256-byte pieces 1 KiB apart (TinyLlama),
+ * which the prefetchers followed poorly: attention took 5% of decode. */
+static float *kv_at(const struct nb_kv *kv, float *cache, const struct nb_hparams *hp,
+		    uint32_t layer, uint32_t head, uint32_t pos)
 {
-	return cache + ((size_t)layer * kv->max_ctx + pos) * kv_dim;
+	return cache + (((size_t)layer * hp->n_kv_heads + head) * kv->max_ctx + pos) * hp->head_dim;
 }
 
 struct attn {
@@ -520,17 +525,17 @@ static void attend(struct nb_fwd *f, const struct nb_kv *kv, uint32_t layer, uin
 		   uint32_t h, uint32_t pos, float *att)
 {
 	const struct nb_hparams *hp = &f->m->hp;
-	const size_t hd = hp->head_dim, kv_dim = (size_t)hp->n_kv_heads * hd;
-	const size_t q_dim = (size_t)hp->n_heads * hd, kv_off = (size_t)(h / (hp->n_heads / hp->n_kv_heads)) * hd;
-	const float *keys = kv_row(kv, kv->k, kv_dim, layer, 0);   /* [max_ctx][kv_dim] */
-	const float *values = kv_row(kv, kv->v, kv_dim, layer, 0); /* [max_ctx][kv_dim] */
+	const size_t hd = hp->head_dim, q_dim = (size_t)hp->n_heads * hd;
+	const uint32_t kv_head = h / (hp->n_heads / hp->n_kv_heads);
+	const float *keys = kv_at(kv, kv->k, hp, layer, kv_head, 0);   /* [max_ctx][head_dim] */
+	const float *values = kv_at(kv, kv->v, hp, layer, kv_head, 0); /* [max_ctx][head_dim] */
 	const float *q = f->q + b * q_dim + h * hd;                 /* [head_dim] */
 	float *out = f->xb + b * (q_dim > hp->dim ? q_dim : hp->dim) + h * hd; /* [head_dim] */
 	const float scale = 1.0f / sqrtf((float)hd);
 
-	scores(att, q, keys + kv_off, kv_dim, hd, pos + 1, scale);
+	scores(att, q, keys, hd, hd, pos + 1, scale);
 	softmax(att, (size_t)pos + 1);
-	weighted_sum(out, att, values + kv_off, kv_dim, hd, pos + 1);
+	weighted_sum(out, att, values, hd, hd, pos + 1);
 }
 
 static void attn_worker(void *arg, unsigned ith, unsigned nth)
@@ -540,6 +545,17 @@ static void attn_worker(void *arg, unsigned ith, unsigned nth)
 	float *att = a->f->att + (size_t)ith * a->f->max_ctx;
 	uint64_t t0, t1;
 
+	if (a->n >= 2 * nth) {
+		/* a prompt: row b's work grows with its position, so rows are
+		 * dealt round-robin, whole (a contiguous split left the thread
+		 * with the later rows working while the others waited) */
+		for (uint32_t b = ith; b < a->n; b += nth)
+			for (uint32_t h = 0; h < heads; h++)
+				attend(a->f, a->kv[b], a->layer, b, h, a->pos[b], att);
+		return;
+	}
+	/* decode: contiguous heads, so that a thread's query heads share few
+	 * KV heads and each KV head is read from memory once */
 	nb_pool_split((uint64_t)a->n * heads, ith, nth, &t0, &t1);
 	for (uint64_t t = t0; t < t1; t++) {
 		uint32_t b = (uint32_t)(t / heads), h = (uint32_t)(t % heads);
@@ -579,13 +595,16 @@ static int check_rows(const struct nb_fwd *f, uint32_t n, const int32_t *tokens,
 static void store_kv(struct nb_fwd *f, struct nb_kv *const *kv, const uint32_t *pos,
 		     uint32_t n, uint32_t layer)
 {
-	const size_t kv_dim = (size_t)f->m->hp.n_kv_heads * f->m->hp.head_dim;
+	const struct nb_hparams *hp = &f->m->hp;
+	const size_t hd = hp->head_dim, kv_dim = (size_t)hp->n_kv_heads * hd;
 
 	for (uint32_t b = 0; b < n; b++) {
-		memcpy(kv_row(kv[b], kv[b]->k, kv_dim, layer, pos[b]), f->k + b * kv_dim,
-		       kv_dim * sizeof(float));
-		memcpy(kv_row(kv[b], kv[b]->v, kv_dim, layer, pos[b]), f->v + b * kv_dim,
-		       kv_dim * sizeof(float));
+		for (uint32_t h = 0; h < hp->n_kv_heads; h++) {
+			memcpy(kv_at(kv[b], kv[b]->k, hp, layer, h, pos[b]), f->k + b * kv_dim + h * hd,
+			       hd * sizeof(float));
+			memcpy(kv_at(kv[b], kv[b]->v, hp, layer, h, pos[b]), f->v + b * kv_dim + h * hd,
+			       hd * sizeof(float));
+		}
 	}
 }
 

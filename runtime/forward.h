@@ -20,8 +20,8 @@ struct nb_kernels;
 
 /* The KV cache of one sequence: positions 0..max_ctx-1 of every layer. */
 struct nb_kv {
-	float *k;    /* [n_layers][max_ctx][kv_dim] */
-	float *v;    /* [n_layers][max_ctx][kv_dim] */
+	float *k;    /* [n_layers][n_kv_heads][max_ctx][head_dim] */
+	float *v;    /* [n_layers][n_kv_heads][max_ctx][head_dim] */
 	uint32_t max_ctx;
 };
 
