@@ -158,7 +158,9 @@ out:
 }
 
 /* Every quantized type, shapes with row and column tails (172 = 5 groups
- * of 32 + 12; 1, 5, 17 rows), batches of 1..15 activation rows (every tile height). */
+ * of 32 + 12; 1, 5, 17 rows), batches of 1..15 activation rows (every tile
+ * height), and one batch of 137 rows (17 tiles of 8 and a tail of 1: past
+ * the 16 tiles the x86 kernels set up once per call). */
 static int check_mmq(const struct nb_kernels *k, struct nb_rng *rng, struct nb_check_result *r)
 {
 	static const uint32_t shapes[][2] = { { 4, 32 },  { 1, 32 },   { 5, 64 },  { 8, 96 },
@@ -175,6 +177,11 @@ static int check_mmq(const struct nb_kernels *k, struct nb_rng *rng, struct nb_c
 					if (check_mmq_case(k, &c, rng, r))
 						return -NB_ENOMEM;
 				}
+	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++) {
+		struct mmq_case c = { t, 17, 172, 137, FILL_RANDOM, FILL_RANDOM };
+		if (check_mmq_case(k, &c, rng, r))
+			return -NB_ENOMEM;
+	}
 	return 0;
 }
 

@@ -570,11 +570,11 @@ static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t t
 		const uint64_t row0 = quad * NB_QROWS;
 		for (uint32_t i = 0, i0 = 0; i0 < a->m; i++, i0 += TILE) {
 			uint32_t nt = a->m - i0 < TILE ? a->m - i0 : TILE;
-			const struct tile *at = &tiles[i];
-			if (i >= MAX_TILES) {
+			const struct tile *at = &spare;
+			if (i < MAX_TILES)
+				at = &tiles[i];
+			else
 				tile_at(&spare, a, i0, nt, ng);
-				at = &spare;
-			}
 			quad_fns[type - NB_QTYPE_MIN][nt - 1](o, qb, ng, at);
 			for (uint32_t t = 0; t < nt; t++) {
 				float *dst = out + (size_t)(i0 + t) * ldo + row0;
