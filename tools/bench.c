@@ -414,7 +414,7 @@ static double bw_sample(struct bw *b, struct nb_pool *pool, double seconds)
 	double best = 0;
 
 	for (int i = 0; i < 2; i++) {
-		double t0 = nb_sys_now(), t;
+		double t0 = nb_sys_now(), t, r;
 		uint64_t passes = 0;
 		b->run = b->sum[i];
 		do {
@@ -422,7 +422,8 @@ static double bw_sample(struct bw *b, struct nb_pool *pool, double seconds)
 			passes++;
 			t = nb_sys_now() - t0;
 		} while (t < seconds);
-		best = passes * b->n * sizeof(bw_vec) / t > best ? passes * b->n * sizeof(bw_vec) / t : best;
+		r = passes * b->n * sizeof(bw_vec) / t;
+		best = r > best ? r : best;
 	}
 	return best;
 }
@@ -448,7 +449,6 @@ static uint64_t kv_bytes_per_token(const struct nb_hparams *hp, const struct ben
 
 	return per_pos * (2ull * o->n_prompt + o->n_gen + 1) / 2;
 }
-
 
 /* Prompt processing and generation speed with these kernels and threads,
  * best of reps. With a probe, the bandwidth is sampled right after each
