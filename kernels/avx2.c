@@ -1,5 +1,6 @@
 /* AVX2 kernels (compiled with -mavx2; chosen only when cpuid says so). */
 #include "kernels/kernels.h"
+#include "kernels/attn.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -48,4 +49,5 @@ const struct nb_kernels nb_kernels_avx2 = {
 	.dot_i8 = dot_i8_avx2,
 	.mm_i8 = mm_i8_avx2,
 	.mm_q = mm_q_avx2,
+	.attend = attn_run,
 };

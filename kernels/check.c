@@ -1,6 +1,7 @@
 #include "kernels/check.h"
 #include "runtime/err.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,81 @@ static int check_mmq(const struct nb_kernels *k, struct nb_rng *rng, struct nb_c
 	return 0;
 }
 
+/* ---- attention ------------------------------------------------------------ */
+
+enum attn_fill { ATTN_RANDOM, ATTN_LARGE, ATTN_ZERO_Q, ATTN_INF, ATTN_NAN, ATTN_FILLS };
+
+static void fill_attn(float *x, size_t n, enum attn_fill how, struct nb_rng *rng)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = rand_float(rng, how == ATTN_LARGE ? 300.0f : 4.0f);
+	if (how == ATTN_INF)
+		x[n / 2] = (n & 1) ? INFINITY : -INFINITY;
+	if (how == ATTN_NAN)
+		x[n / 3] = NAN;
+}
+
+/* One call on q [n_q][hd], k, v [n][hd], compared bit for bit. */
+static void check_attend_case(const struct nb_kernels *k, const float *q, const float *kv,
+			      uint32_t hd, uint32_t n_q, uint32_t n, float *scratch, float *want,
+			      float *got, struct nb_check_result *r)
+{
+	const float *keys = kv, *values = kv + (size_t)n * hd;
+	const size_t bytes = (size_t)n_q * hd * sizeof(float);
+
+	nb_kernels_scalar.attend(want, scratch, q, keys, values, hd, n_q, n, 0.125f);
+	memset(got, 0x7f, bytes);
+	k->attend(got, scratch, q, keys, values, hd, n_q, n, 0.125f);
+	r->cases++;
+	if (memcmp(got, want, bytes) != 0 && r->mismatches++ == 0) {
+		for (size_t i = 0; i < bytes / sizeof(float); i++) {
+			if (memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+				snprintf(r->first, sizeof(r->first),
+					 "attend hd=%u n_q=%u n=%u at %zu: got %.9g, want %.9g", hd,
+					 n_q, n, i, (double)got[i], (double)want[i]);
+				break;
+			}
+		}
+	}
+}
+
+/* Head sizes with and without 4-, 16- and 64-float tails, 1..4 heads, key
+ * counts around every step of 4 and 8; random, large (scores far apart),
+ * zero queries (all scores equal), an infinity and a NaN. */
+static int check_attend(const struct nb_kernels *k, struct nb_rng *rng, struct nb_check_result *r)
+{
+	static const uint32_t hds[] = { 2, 6, 8, 16, 20, 64, 80, 128, 132 };
+	static const uint32_t ns[] = { 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 100 };
+	const uint32_t max_hd = 132, max_n = 100;
+	float *q = malloc(4 * max_hd * sizeof(float));
+	float *kv = malloc(2 * (size_t)max_n * max_hd * sizeof(float));
+	float *scratch = malloc(4 * (max_n + max_hd) * sizeof(float));
+	float *want = malloc(4 * max_hd * sizeof(float)), *got = malloc(4 * max_hd * sizeof(float));
+	int ret = -NB_ENOMEM;
+
+	if (!q || !kv || !scratch || !want || !got)
+		goto out;
+	for (size_t h = 0; h < sizeof(hds) / sizeof(hds[0]); h++)
+		for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++)
+			for (int f = 0; f < ATTN_FILLS; f++) {
+				const uint32_t hd = hds[h], n = ns[i];
+				fill_attn(q, 4 * (size_t)hd, f == ATTN_ZERO_Q ? ATTN_RANDOM : f, rng);
+				if (f == ATTN_ZERO_Q)
+					memset(q, 0, 4 * (size_t)hd * sizeof(float));
+				fill_attn(kv, 2 * (size_t)n * hd, f == ATTN_LARGE ? ATTN_RANDOM : f, rng);
+				for (uint32_t n_q = 1; n_q <= 4; n_q++)
+					check_attend_case(k, q, kv, hd, n_q, n, scratch, want, got, r);
+			}
+	ret = 0;
+out:
+	free(q);
+	free(kv);
+	free(scratch);
+	free(want);
+	free(got);
+	return ret;
+}
+
 int nb_check_backend(const struct nb_kernels *k, uint64_t seed, struct nb_check_result *r)
 {
 	const size_t max_rows = 8, max_k = NB_KERNEL_MAX_K;
@@ -215,6 +291,8 @@ int nb_check_backend(const struct nb_kernels *k, uint64_t seed, struct nb_check_
 		}
 	}
 	ret = check_mmq(k, &rng, r);
+	if (!ret)
+		ret = check_attend(k, &rng, r);
 	if (!ret)
 		ret = r->mismatches ? -NB_ESELFTEST : 0;
 out:

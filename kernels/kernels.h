@@ -36,6 +36,13 @@ struct nb_kernels {
 	 * threads or batching activations never changes a result. */
 	void (*mm_q)(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 		     const void *w, uint64_t rows, uint64_t r0, uint64_t r1);
+
+	/* Attention of n_q (1..4) query heads that share one key/value head,
+	 * over the positions t < n: out [n_q][hd] = softmax_t(q . k_t * scale)
+	 * weighting v_t, for q [n_q][hd] and k, v [n][hd]; scratch holds
+	 * 4 (n + hd) floats. Float, in the order kernels/attn.h defines. */
+	void (*attend)(float *out, float *scratch, const float *q, const float *k, const float *v,
+		       uint32_t hd, uint32_t n_q, uint32_t n, float scale);
 };
 
 extern const struct nb_kernels nb_kernels_scalar;

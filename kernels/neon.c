@@ -1,6 +1,7 @@
 /* ARMv8.0 NEON kernels (Cortex-A72 / Raspberry Pi 4): no SDOT, so widen
  * with SMULL and pairwise-accumulate with SADALP. */
 #include "kernels/kernels.h"
+#include "kernels/attn.h"
 #include "kernels/neon_common.h"
 
 #include <arm_neon.h>
@@ -92,4 +93,5 @@ const struct nb_kernels nb_kernels_neon = {
 	.dot_i8 = dot_i8_neon,
 	.mm_i8 = mm_i8_neon,
 	.mm_q = mm_q_neon,
+	.attend = attn_run,
 };

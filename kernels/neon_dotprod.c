@@ -2,6 +2,7 @@
  * with +dotprod, and the table is picked only when HWCAP has ASIMDDP, so
  * the same binary still runs on a Cortex-A72. */
 #include "kernels/kernels.h"
+#include "kernels/attn.h"
 #include "kernels/neon_common.h"
 
 #include <arm_neon.h>
@@ -83,4 +84,5 @@ const struct nb_kernels nb_kernels_neon_dotprod = {
 	.dot_i8 = nb_dot_i8_neon_dotprod,
 	.mm_i8 = mm_i8_neon_dotprod,
 	.mm_q = mm_q_neon_dotprod,
+	.attend = attn_run,
 };

@@ -1,6 +1,7 @@
 /* ARMv8.6 i8mm kernels: SMMLA multiplies a 2x8 by an 8x2 int8 tile into a
  * 2x2 int32 block, two rows of activations against two weight rows at once. */
 #include "kernels/kernels.h"
+#include "kernels/attn.h"
 #include "kernels/neon_common.h"
 
 #include <arm_neon.h>
@@ -245,4 +246,5 @@ const struct nb_kernels nb_kernels_neon_i8mm = {
 	.dot_i8 = nb_dot_i8_neon_dotprod,
 	.mm_i8 = mm_i8_neon_i8mm,
 	.mm_q = mm_q_neon_i8mm,
+	.attend = attn_run,
 };

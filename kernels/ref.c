@@ -1,5 +1,6 @@
 /* Scalar reference kernels: the specification of every other backend. */
 #include "kernels/kernels.h"
+#include "kernels/attn.h"
 
 #include <string.h>
 
@@ -99,4 +100,5 @@ const struct nb_kernels nb_kernels_scalar = {
 	.dot_i8 = dot_i8_ref,
 	.mm_i8 = mm_i8_ref,
 	.mm_q = nb_mm_q_ref,
+	.attend = attn_run,
 };

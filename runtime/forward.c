@@ -1,11 +1,13 @@
 /* Forward pass of the Llama architecture (llama2.c run.c order) over a
  * batch of rows: RMSNorm, attention with RoPE and grouped-query heads,
  * SwiGLU MLP. The matrix products -- nearly all of the time -- run on the
- * thread pool through the kernel dispatch table; attention is split over
- * (row, head); the rest is cheap and runs on the calling thread. */
+ * thread pool through the kernel dispatch table, and so does attention,
+ * split over (row, up to four query heads of one KV head); the rest is
+ * cheap and runs on the calling thread. */
 #include "runtime/forward.h"
 
 #include "kernels/kernels.h"
+#include "kernels/vec.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
 #include "runtime/pool.h"
@@ -19,37 +21,6 @@
 #define DEFAULT_BATCH 64
 
 /* ---- building blocks ---------------------------------------------------- */
-
-/* Four float lanes (GCC vector extension: SSE2 on x86-64, NEON on aarch64).
- * Lane-wise IEEE arithmetic with -ffp-contract=off: the same bits as the
- * scalar code that does the same operations in the same order. */
-typedef float v4f __attribute__((vector_size(16)));
-
-static inline v4f v4_load(const float *p)
-{
-	v4f v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-/* Float dot product: four interleaved partial sums (lane j sums the
- * products at i = j mod 4), combined as (s0 + s1) + (s2 + s3). A fixed
- * order the compiler may not change without -ffast-math, so the result
- * does not depend on it. */
-static float dot(const float *a, const float *b, size_t n)
-{
-	v4f s = { 0 };
-	size_t i;
-	float s0;
-
-	for (i = 0; i + 4 <= n; i += 4)
-		s += v4_load(a + i) * v4_load(b + i);
-	s0 = s[0];
-	for (; i < n; i++)
-		s0 += a[i] * b[i];
-	return (s0 + s[1]) + (s[2] + s[3]);
-}
 
 /* out[dim] = row token of the embedding table {vocab, dim}. */
 static void embed(float *out, const struct nb_tensor *e, int32_t token)
@@ -66,82 +37,12 @@ static void embed(float *out, const struct nb_tensor *e, int32_t token)
 static void rmsnorm(float *out, const float *x, const struct nb_tensor *w, size_t n, float eps)
 {
 	const float *wf = w->data; /* norm weights are always float32 */
-	float ss = dot(x, x, n) / (float)n + eps;
+	float ss = v4_dot(x, x, n) / (float)n + eps;
 	float scale = 1.0f / sqrtf(ss);
 	size_t i;
 
 	for (i = 0; i < n; i++)
 		out[i] = wf[i] * (scale * x[i]);
-}
-
-typedef int32_t v4i __attribute__((vector_size(16)));
-
-static inline v4f v4_select(v4i mask, v4f a, v4f b)
-{
-	return (v4f)(((v4i)a & mask) | ((v4i)b & ~mask));
-}
-
-/* e^x in four lanes, our own so that every platform and C library gives
- * the same bits (libm's expf may differ by an ulp between musl, glibc and
- * versions) and four at a time: n = round(x log2 e) by the 1.5 * 2^23
- * trick, r = x - n ln 2 in two exact-ish steps (Cody-Waite), e^r by its
- * degree-6 Taylor polynomial (|r| <= 0.347: relative error < 2e-7), times
- * 2^n built in the exponent bits. x < -87 gives 0 (below the normal range,
- * nothing a softmax or silu can see), x > 88 gives +inf. */
-static inline __attribute__((always_inline)) v4f v4_exp(v4f x)
-{
-	const v4f shift = { 12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f };
-	const v4f lo = { -87.0f, -87.0f, -87.0f, -87.0f }, hi = { 88.0f, 88.0f, 88.0f, 88.0f };
-	const v4f zero = { 0 }, inf = { INFINITY, INFINITY, INFINITY, INFINITY };
-	v4f xc = v4_select(x < lo, lo, v4_select(x > hi, hi, x));
-	v4f n = (xc * 1.44269504f + shift) - shift;
-	v4f r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
-	v4f p = { 1.0f / 720, 1.0f / 720, 1.0f / 720, 1.0f / 720 };
-
-	p = p * r + 1.0f / 120;
-	p = p * r + 1.0f / 24;
-	p = p * r + 1.0f / 6;
-	p = p * r + 0.5f;
-	p = p * r + 1.0f;
-	p = p * r + 1.0f;
-	p = p * (v4f)((__builtin_convertvector(n, v4i) + 127) << 23);
-	return v4_select(x < lo, zero, v4_select(x > hi, inf, p));
-}
-
-/* x[i] = e^(x[i] - c): the last partial vector goes through v4_exp too,
- * so an element's value does not depend on its position. */
-static void exp_minus(float *x, size_t n, float c)
-{
-	const v4f cv = { c, c, c, c };
-	size_t i = 0;
-	v4f v;
-
-	for (; i + 4 <= n; i += 4) {
-		memcpy(&v, x + i, sizeof(v));
-		v = v4_exp(v - cv);
-		memcpy(x + i, &v, sizeof(v));
-	}
-	if (i < n) {
-		v = cv;
-		memcpy(&v, x + i, (n - i) * sizeof(float));
-		v = v4_exp(v - cv);
-		memcpy(x + i, &v, (n - i) * sizeof(float));
-	}
-}
-
-static void softmax(float *x, size_t n)
-{
-	float max = x[0], sum = 0.0f;
-	size_t i;
-
-	for (i = 1; i < n; i++)
-		if (x[i] > max)
-			max = x[i];
-	exp_minus(x, n, max);
-	for (i = 0; i < n; i++)
-		sum += x[i];
-	for (i = 0; i < n; i++)
-		x[i] /= sum;
 }
 
 static void add(float *x, const float *y, size_t n)
@@ -230,7 +131,7 @@ static void matmul_rows_f32(const struct matmul *mm, const struct matmul_job *j,
 
 	for (uint32_t i = 0; i < mm->m; i++)
 		for (uint64_t r = r0; r < r1; r++)
-			j->out[i * rows + r] = dot(wf + r * cols, mm->x + (size_t)i * cols, cols);
+			j->out[i * rows + r] = v4_dot(wf + r * cols, mm->x + (size_t)i * cols, cols);
 }
 
 /* Rows [4 q0, 4 q1) of the jobs laid end to end, clipped to each job. */
@@ -455,6 +356,9 @@ static float *kv_at(const struct nb_kv *kv, float *cache, const struct nb_hparam
 	return cache + (((size_t)layer * hp->n_kv_heads + head) * kv->max_ctx + pos) * hp->head_dim;
 }
 
+/* Floats of one thread's attention scratch (kernels.h's attend). */
+#define ATTN_SCRATCH(max_ctx, head_dim) (4 * ((uint64_t)(max_ctx) + (head_dim)))
+
 struct attn {
 	struct nb_fwd *f;
 	uint32_t n, layer;
@@ -462,89 +366,44 @@ struct attn {
 	struct nb_kv *const *kv;
 };
 
-/* att[t] = q . k_t * scale for t < n, keys stride floats apart: dot()'s
- * arithmetic, four keys at a time so that four independent sums hide the
- * latency of the adds. */
-static void scores(float *att, const float *q, const float *k, size_t stride, size_t hd,
-		   uint32_t n, float scale)
+/* Attention goes to the kernel table in units of up to four query heads
+ * of one KV head (the kernel's width): TinyLlama's 32 query heads over 4
+ * KV heads make 8 units per row. */
+#define ATTN_UNIT_HEADS 4
+
+static uint32_t units_per_kv_head(const struct nb_hparams *hp)
 {
-	uint32_t t = 0;
+	const uint32_t group = hp->n_heads / hp->n_kv_heads;
 
-	for (; hd % 4 == 0 && t + 4 <= n; t += 4) {
-		const float *k0 = k + t * stride, *k1 = k0 + stride, *k2 = k1 + stride,
-			    *k3 = k2 + stride;
-		v4f s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
-
-		for (size_t i = 0; i < hd; i += 4) {
-			v4f qi = v4_load(q + i);
-			s0 += qi * v4_load(k0 + i);
-			s1 += qi * v4_load(k1 + i);
-			s2 += qi * v4_load(k2 + i);
-			s3 += qi * v4_load(k3 + i);
-		}
-		att[t] = ((s0[0] + s0[1]) + (s0[2] + s0[3])) * scale;
-		att[t + 1] = ((s1[0] + s1[1]) + (s1[2] + s1[3])) * scale;
-		att[t + 2] = ((s2[0] + s2[1]) + (s2[2] + s2[3])) * scale;
-		att[t + 3] = ((s3[0] + s3[1]) + (s3[2] + s3[3])) * scale;
-	}
-	for (; t < n; t++)
-		att[t] = dot(q, k + t * stride, hd) * scale;
-}
-
-/* out[i] = sum over t < n, in increasing t from +0.0, of att[t] * v_t[i]:
- * each element's own sequence of operations, 16 elements at a time. */
-static void weighted_sum(float *out, const float *att, const float *v, size_t stride, size_t hd,
-			 uint32_t n)
-{
-	size_t i0 = 0;
-
-	for (; hd % 16 == 0 && i0 < hd; i0 += 16) {
-		v4f o0 = { 0 }, o1 = { 0 }, o2 = { 0 }, o3 = { 0 };
-
-		for (uint32_t t = 0; t < n; t++) {
-			const float *vt = v + t * stride + i0;
-			v4f a = { att[t], att[t], att[t], att[t] };
-			o0 += a * v4_load(vt);
-			o1 += a * v4_load(vt + 4);
-			o2 += a * v4_load(vt + 8);
-			o3 += a * v4_load(vt + 12);
-		}
-		memcpy(out + i0, &o0, sizeof(o0));
-		memcpy(out + i0 + 4, &o1, sizeof(o1));
-		memcpy(out + i0 + 8, &o2, sizeof(o2));
-		memcpy(out + i0 + 12, &o3, sizeof(o3));
-	}
-	for (size_t i = i0; i < hd; i++) {
-		out[i] = 0.0f;
-		for (uint32_t t = 0; t < n; t++)
-			out[i] += att[t] * v[t * stride + i];
-	}
+	return (group + ATTN_UNIT_HEADS - 1) / ATTN_UNIT_HEADS;
 }
 
 /* xb[b][h] = softmax(q_h . k_t / sqrt(head_dim)) over t <= pos, weighting
- * v_t; head h reads KV head h / (n_heads / n_kv_heads). */
+ * v_t, for the query heads of unit u of row b. */
 static void attend(struct nb_fwd *f, const struct nb_kv *kv, uint32_t layer, uint32_t b,
-		   uint32_t h, uint32_t pos, float *att)
+		   uint32_t u, uint32_t pos, float *scratch)
 {
 	const struct nb_hparams *hp = &f->m->hp;
 	const size_t hd = hp->head_dim, q_dim = (size_t)hp->n_heads * hd;
-	const uint32_t kv_head = h / (hp->n_heads / hp->n_kv_heads);
+	const uint32_t group = hp->n_heads / hp->n_kv_heads, per_kv = units_per_kv_head(hp);
+	const uint32_t kv_head = u / per_kv, first = (u % per_kv) * ATTN_UNIT_HEADS;
+	const uint32_t h0 = kv_head * group + first;
+	const uint32_t n_q = group - first < ATTN_UNIT_HEADS ? group - first : ATTN_UNIT_HEADS;
 	const float *keys = kv_at(kv, kv->k, hp, layer, kv_head, 0);   /* [max_ctx][head_dim] */
 	const float *values = kv_at(kv, kv->v, hp, layer, kv_head, 0); /* [max_ctx][head_dim] */
-	const float *q = f->q + b * q_dim + h * hd;                 /* [head_dim] */
-	float *out = f->xb + b * (q_dim > hp->dim ? q_dim : hp->dim) + h * hd; /* [head_dim] */
-	const float scale = 1.0f / sqrtf((float)hd);
+	const float *q = f->q + b * q_dim + h0 * hd;                /* [n_q][head_dim] */
+	float *out = f->xb + b * (q_dim > hp->dim ? q_dim : hp->dim) + h0 * hd; /* [n_q][head_dim] */
 
-	scores(att, q, keys, hd, hd, pos + 1, scale);
-	softmax(att, (size_t)pos + 1);
-	weighted_sum(out, att, values, hd, hd, pos + 1);
+	f->kern->attend(out, scratch, q, keys, values, (uint32_t)hd, n_q, pos + 1,
+			1.0f / sqrtf((float)hd));
 }
 
 static void attn_worker(void *arg, unsigned ith, unsigned nth)
 {
 	const struct attn *a = arg;
-	const uint32_t heads = a->f->m->hp.n_heads;
-	float *att = a->f->att + (size_t)ith * a->f->max_ctx;
+	const struct nb_hparams *hp = &a->f->m->hp;
+	const uint32_t units = hp->n_kv_heads * units_per_kv_head(hp);
+	float *scratch = a->f->att + (size_t)ith * ATTN_SCRATCH(a->f->max_ctx, hp->head_dim);
 	uint64_t t0, t1;
 
 	if (a->n >= 2 * nth) {
@@ -553,16 +412,16 @@ static void attn_worker(void *arg, unsigned ith, unsigned nth)
 		 * (a contiguous split left the thread with a prompt's later rows
 		 * working while the others waited) */
 		for (uint32_t b = ith; b < a->n; b += nth)
-			for (uint32_t h = 0; h < heads; h++)
-				attend(a->f, a->kv[b], a->layer, b, h, a->pos[b], att);
+			for (uint32_t u = 0; u < units; u++)
+				attend(a->f, a->kv[b], a->layer, b, u, a->pos[b], scratch);
 		return;
 	}
-	/* decode: contiguous heads, so that a thread's query heads share few
-	 * KV heads and each KV head is read from memory once */
-	nb_pool_split((uint64_t)a->n * heads, ith, nth, &t0, &t1);
+	/* decode: contiguous units, so that a thread's units share few KV
+	 * heads and each KV head is read from memory once */
+	nb_pool_split((uint64_t)a->n * units, ith, nth, &t0, &t1);
 	for (uint64_t t = t0; t < t1; t++) {
-		uint32_t b = (uint32_t)(t / heads), h = (uint32_t)(t % heads);
-		attend(a->f, a->kv[b], a->layer, b, h, a->pos[b], att);
+		uint32_t b = (uint32_t)(t / units), u = (uint32_t)(t % units);
+		attend(a->f, a->kv[b], a->layer, b, u, a->pos[b], scratch);
 	}
 }
 
@@ -812,7 +671,7 @@ static struct layout plan(const struct nb_hparams *hp, const struct nb_fwd *f,
 	o->q = reserve(&lo, B * q_dim, fl);
 	o->k = reserve(&lo, B * kv_dim, fl);
 	o->v = reserve(&lo, B * kv_dim, fl);
-	o->att = reserve(&lo, (uint64_t)f->n_threads * f->max_ctx, fl);
+	o->att = reserve(&lo, (uint64_t)f->n_threads * ATTN_SCRATCH(f->max_ctx, hp->head_dim), fl);
 	o->hb = reserve(&lo, B * hp->hidden_dim, fl);
 	o->hb2 = reserve(&lo, B * hp->hidden_dim, fl);
 	o->logits = reserve(&lo, B * hp->vocab_size, fl);

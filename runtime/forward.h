@@ -55,7 +55,7 @@ struct nb_fwd {
 	float *v;           /* [max_batch][kv_dim] */
 	float *hb;          /* [max_batch][hidden] silu(gate) * up */
 	float *hb2;         /* [max_batch][hidden] up */
-	float *att;         /* [n_threads][max_ctx] attention weights of one head */
+	float *att;         /* [n_threads][4 (max_ctx + head_dim)] attention scratch */
 	float *logits;      /* [max_batch][vocab] */
 	double *inv_freq;   /* [head_dim / 2] RoPE frequency of each pair, scaling applied */
 	float *rope_cos;    /* [max_batch][head_dim / 2] */
