@@ -23,6 +23,8 @@ struct nb_kv {
 	float *k;    /* [n_layers][n_kv_heads][max_ctx][head_dim] */
 	float *v;    /* [n_layers][n_kv_heads][max_ctx][head_dim] */
 	uint32_t max_ctx;
+	void *map;      /* the mapping k and v live in (nb_kv_open) */
+	size_t map_len;
 };
 
 int nb_kv_open(struct nb_kv *kv, const struct nb_model *m, uint32_t max_ctx);
