@@ -4,7 +4,8 @@
  * IEEE on four-float vectors (native on SSE2 and NEON), so each gives the
  * scalar build's bits. A backend may replace the two loops that matter by
  * defining ATTN_SCORES4 / ATTN_WSUM4 (same signatures, same bits) before
- * including this file: avx512vnni.c does, with 512-bit registers.
+ * including this file: avx512vnni.c does, with 512-bit registers. (The
+ * scores get the values too, which a backend may prefetch.)
  *
  * The specification, for each query head h (positions t < n):
  *   s_t   = v4_dot(q_h, k_t, hd) * scale
@@ -41,11 +42,12 @@ static inline v4f attn_max4(v4f m, v4f x)
 #define ATTN_SCORES4 attn_scores4_v4
 /* att[4 t + h] = s_t of head h, q [4][hd], hd % 4 == 0; returns m. */
 static v4f attn_scores4_v4(float *att, float *scratch, const float *q, const float *k,
-			   uint32_t hd, uint32_t n, float scale)
+			   const float *v, uint32_t hd, uint32_t n, float scale)
 {
 	v4f m = { 0 };
 
 	(void)scratch;
+	(void)v;
 	for (uint32_t t = 0; t < n; t++) {
 		const float *kt = k + (size_t)t * hd;
 		v4f s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 }, r;
@@ -198,7 +200,7 @@ static void attn_run(float *out, float *scratch, const float *q, const float *k,
 		     uint32_t hd, uint32_t n_q, uint32_t n, float scale)
 {
 	if (n_q == 4 && hd % 4 == 0) {
-		v4f m = ATTN_SCORES4(scratch, scratch + 4 * (size_t)n, q, k, hd, n, scale);
+		v4f m = ATTN_SCORES4(scratch, scratch + 4 * (size_t)n, q, k, v, hd, n, scale);
 		attn_div4(scratch, n, attn_exp4(scratch, n, m));
 		ATTN_WSUM4(out, scratch, v, hd, n, 0);
 		return;

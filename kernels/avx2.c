@@ -50,4 +50,5 @@ const struct nb_kernels nb_kernels_avx2 = {
 	.mm_i8 = mm_i8_avx2,
 	.mm_q = mm_q_avx2,
 	.attend = attn_run,
+	.silu_mul = v4_silu_mul,
 };

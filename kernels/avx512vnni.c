@@ -13,7 +13,7 @@
 #include <string.h>
 
 static v4f attn_scores4_zmm(float *att, float *scratch, const float *q, const float *k,
-				uint32_t hd, uint32_t n, float scale);
+			    const float *v, uint32_t hd, uint32_t n, float scale);
 static void attn_wsum4_zmm(float *out, const float *att, const float *v, uint32_t hd, uint32_t n,
 			   uint32_t i0);
 #define ATTN_SCORES4 attn_scores4_zmm
@@ -68,7 +68,7 @@ static inline __m128 max_keys(__m128 m, __m512 r)
  * step (eight chains of adds), their results transposed to att[4 t + h]
  * in registers. */
 static v4f attn_scores4_zmm(float *att, float *scratch, const float *q, const float *k,
-			    uint32_t hd, uint32_t n, float scale)
+			    const float *v, uint32_t hd, uint32_t n, float scale)
 {
 	const __m512i key_major = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7,
 						    11, 15);
@@ -82,6 +82,13 @@ static v4f attn_scores4_zmm(float *att, float *scratch, const float *q, const fl
 			memcpy(qi + 16 * c + 4 * h, q + (size_t)h * hd + 4 * c, 4 * sizeof(float));
 	for (; t + 8 <= n; t += 8) {
 		const float *k0 = k + (size_t)t * hd, *k4 = k0 + 4 * (size_t)hd;
+		/* The cache went out to memory while the weights streamed by: a
+		 * lone stream the hardware prefetcher ramps up slowly on. Keys a
+		 * step ahead, and the values the weighted sum reads next. */
+		for (uint32_t c = 0; c < 8 * hd; c += 16) {
+			_mm_prefetch((const char *)(k0 + 8 * (size_t)hd + c), _MM_HINT_T0);
+			_mm_prefetch((const char *)(v + (size_t)t * hd + c), _MM_HINT_T1);
+		}
 		__m512 s[8], r;
 
 		/* named sums, so that they stay in registers */
@@ -182,6 +189,62 @@ static void attn_wsum4_zmm(float *out, const float *att, const float *v, uint32_
 	attn_wsum4_v4(out, att, v, hd, n, i0);
 }
 
+/* ---- elementwise: SwiGLU, activation quantization ---------------------- */
+
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+NB_DEFINE_VEXP(v16_exp, v16f, v16i)
+
+/* v4_silu_mul sixteen lanes at a time, each lane the same operations. */
+static void silu_mul_zmm(float *gate, const float *up, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		v16f g, u;
+		memcpy(&g, gate + i, sizeof(g));
+		memcpy(&u, up + i, sizeof(u));
+		g = g / (1.0f + v16_exp(-g)) * u;
+		memcpy(gate + i, &g, sizeof(g));
+	}
+	v4_silu_mul(gate + i, up + i, n - i);
+}
+
+/* kernels/quant.c's quant_block_v4, sixteen lanes at a time: the maximum
+ * of |x| (exact in any order: NaN never wins, as there), x / d rounded half
+ * away from zero by truncating |y| + 0.5, clamped to -127..127; the sum is
+ * an exact integer sum. */
+static void quant_block_zmm(const float *x, uint32_t G, int8_t *q, float *d_out, int32_t *sum_out)
+{
+	const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+	__m512 amax = _mm512_setzero_ps(), dv;
+	__m512i acc = _mm512_setzero_si512();
+	float d;
+
+	for (uint32_t j = 0; j < G; j += 16)
+		amax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + j)), amax);
+	d = _mm512_reduce_max_ps(amax) / 127.0f;
+	*d_out = d;
+	if (!(d > 0)) {
+		memset(q, 0, G);
+		*sum_out = 0;
+		return;
+	}
+	dv = _mm512_set1_ps(d);
+	for (uint32_t j = 0; j < G; j += 16) {
+		const __m512 y = _mm512_div_ps(_mm512_loadu_ps(x + j), dv);
+		const __m512i t = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_abs_ps(y), _mm512_set1_ps(0.5f)));
+		const __mmask16 pos = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GE_OQ);
+		__m512i r = _mm512_mask_mov_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), t), pos, t);
+
+		r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+		_mm_storeu_si128((__m128i *)(q + j), _mm512_cvtepi32_epi8(r));
+		acc = _mm512_add_epi32(acc, r);
+	}
+	*sum_out = _mm512_reduce_add_epi32(acc);
+}
+
 const struct nb_kernels nb_kernels_avx512vnni = {
 	.name = "avx512vnni",
 	.requires = NB_CPU_AVX2 | NB_CPU_F16C | NB_CPU_AVX512VNNI,
@@ -190,4 +253,6 @@ const struct nb_kernels nb_kernels_avx512vnni = {
 	.mm_i8 = mm_i8_vnni,
 	.mm_q = mm_q_vnni,
 	.attend = attn_run,
+	.silu_mul = silu_mul_zmm,
+	.quant_block = quant_block_zmm,
 };

@@ -261,6 +261,60 @@ out:
 	return ret;
 }
 
+/* ---- elementwise: silu_mul, quant_block ---------------------------------- */
+
+static void check_floats(const char *what, size_t n, const void *got, const void *want,
+			 size_t bytes, struct nb_check_result *r)
+{
+	r->cases++;
+	if (memcmp(got, want, bytes) != 0 && r->mismatches++ == 0)
+		snprintf(r->first, sizeof(r->first), "%s n=%zu: outputs differ", what, n);
+}
+
+/* Random values over the range silu and quantization see, then the edges:
+ * exp's cut-offs (+-87, +-88), zeros of both signs, an all-zero block. */
+static void fill_elementwise(float *x, size_t n, int how, struct nb_rng *rng)
+{
+	static const float edges[] = { -88.5f, -88.0f, -87.5f, -87.0f, -0.0f, 0.0f,
+				       87.0f,  87.5f,  88.0f,  88.5f,  1e-30f, -1e-30f };
+
+	for (size_t i = 0; i < n; i++)
+		x[i] = how == 0 ? rand_float(rng, 8.0f) : how == 1 ? edges[i % 12]
+		       : how == 2 ? 0.0f : rand_float(rng, 1e4f);
+}
+
+static int check_elementwise(const struct nb_kernels *k, struct nb_rng *rng,
+			     struct nb_check_result *r)
+{
+	static const size_t ns[] = { 1, 3, 4, 15, 16, 17, 33, 100 };
+	static const uint32_t groups[] = { 32, 128 };
+	float x[256], up[256], want[256], got[256], dw, dg;
+	int8_t qw[128], qg[128];
+	int32_t sw, sg;
+
+	for (int how = 0; how < 4; how++) {
+		for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
+			fill_elementwise(x, ns[i], how, rng);
+			fill_elementwise(up, ns[i], 0, rng);
+			memcpy(want, x, ns[i] * sizeof(float));
+			memcpy(got, x, ns[i] * sizeof(float));
+			nb_kernels_scalar.silu_mul(want, up, ns[i]);
+			k->silu_mul(got, up, ns[i]);
+			check_floats("silu_mul", ns[i], got, want, ns[i] * sizeof(float), r);
+		}
+		for (size_t g = 0; k->quant_block && g < 2; g++) {
+			struct nb_qact a = { .q = qw, .d = &dw, .sum = &sw, .group = groups[g] };
+			fill_elementwise(x, groups[g], how, rng);
+			nb_quant_act(&a, x, 1, groups[g]); /* quant_block NULL: the portable one */
+			k->quant_block(x, groups[g], qg, &dg, &sg);
+			check_floats("quant_block levels", groups[g], qg, qw, groups[g], r);
+			check_floats("quant_block scale", groups[g], &dg, &dw, sizeof(dw), r);
+			check_floats("quant_block sum", groups[g], &sg, &sw, sizeof(sw), r);
+		}
+	}
+	return 0;
+}
+
 int nb_check_backend(const struct nb_kernels *k, uint64_t seed, struct nb_check_result *r)
 {
 	const size_t max_rows = 8, max_k = NB_KERNEL_MAX_K;
@@ -293,6 +347,8 @@ int nb_check_backend(const struct nb_kernels *k, uint64_t seed, struct nb_check_
 	ret = check_mmq(k, &rng, r);
 	if (!ret)
 		ret = check_attend(k, &rng, r);
+	if (!ret)
+		ret = check_elementwise(k, &rng, r);
 	if (!ret)
 		ret = r->mismatches ? -NB_ESELFTEST : 0;
 out:

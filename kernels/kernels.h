@@ -43,6 +43,14 @@ struct nb_kernels {
 	 * 4 (n + hd) floats. Float, in the order kernels/attn.h defines. */
 	void (*attend)(float *out, float *scratch, const float *q, const float *k, const float *v,
 		       uint32_t hd, uint32_t n_q, uint32_t n, float scale);
+
+	/* gate[i] = silu(gate[i]) * up[i], i < n, in kernels/vec.h's
+	 * arithmetic (v4_silu_mul). */
+	void (*silu_mul)(float *gate, const float *up, size_t n);
+
+	/* Optional (NULL: kernels/quant.c's own): one whole block of G floats
+	 * (G % 16 == 0) quantized as nb_quant_act defines, the same bits. */
+	void (*quant_block)(const float *x, uint32_t G, int8_t *q, float *d, int32_t *sum);
 };
 
 extern const struct nb_kernels nb_kernels_scalar;

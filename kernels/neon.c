@@ -94,4 +94,5 @@ const struct nb_kernels nb_kernels_neon = {
 	.mm_i8 = mm_i8_neon,
 	.mm_q = mm_q_neon,
 	.attend = attn_run,
+	.silu_mul = v4_silu_mul,
 };

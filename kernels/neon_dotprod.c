@@ -85,4 +85,5 @@ const struct nb_kernels nb_kernels_neon_dotprod = {
 	.mm_i8 = mm_i8_neon_dotprod,
 	.mm_q = mm_q_neon_dotprod,
 	.attend = attn_run,
+	.silu_mul = v4_silu_mul,
 };

@@ -247,4 +247,5 @@ const struct nb_kernels nb_kernels_neon_i8mm = {
 	.mm_i8 = mm_i8_neon_i8mm,
 	.mm_q = mm_q_neon_i8mm,
 	.attend = attn_run,
+	.silu_mul = v4_silu_mul,
 };

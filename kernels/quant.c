@@ -217,7 +217,9 @@ void nb_quant_act_blocks(struct nb_qact *a, const float *x, uint64_t b0, uint64_
 		float amax = 0, d;
 		int32_t sum = 0;
 
-		if (n == G && G % 4 == 0) {
+		if (n == G && G % 16 == 0 && a->quant_block) {
+			a->quant_block(xs, G, q, &a->d[b], &a->sum[b]);
+		} else if (n == G && G % 4 == 0) {
 			quant_block_v4(xs, G, q, &a->d[b], &a->sum[b]);
 		} else {
 			for (uint32_t j = 0; j < n; j++)

@@ -109,6 +109,9 @@ struct nb_qact {
 	int8_t *qx;
 	uint32_t m, k, kp, group;
 	uint64_t cap; /* int8 elements allocated: m * kp may not exceed it */
+	/* A backend's quantizer of one whole block (kernels.h quant_block), or
+	 * NULL (nb_qact_alloc's default) for the portable one here. */
+	void (*quant_block)(const float *x, uint32_t G, int8_t *q, float *d, int32_t *sum);
 };
 
 /* d = max|x| / 127 of each block (0 for an all-zero block), q = x / d

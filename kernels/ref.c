@@ -101,4 +101,5 @@ const struct nb_kernels nb_kernels_scalar = {
 	.mm_i8 = mm_i8_ref,
 	.mm_q = nb_mm_q_ref,
 	.attend = attn_run,
+	.silu_mul = v4_silu_mul,
 };

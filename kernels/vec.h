@@ -51,31 +51,60 @@ static inline float v4_dot(const float *a, const float *b, size_t n)
 	return (s0 + s[1]) + (s[2] + s[3]);
 }
 
-/* e^x in four lanes, our own so that every platform and C library gives
+/* e^x lane by lane, our own so that every platform and C library gives
  * the same bits (libm's expf may differ by an ulp between musl, glibc and
- * versions) and four at a time: n = round(x log2 e) by the 1.5 * 2^23
- * trick, r = x - n ln 2 in two exact-ish steps (Cody-Waite), e^r by its
- * degree-6 Taylor polynomial (|r| <= 0.347: relative error < 2e-7), times
- * 2^n built in the exponent bits. x < -87 gives 0 (below the normal range,
- * nothing a softmax or silu can see), x > 88 gives +inf. */
-static inline __attribute__((always_inline)) v4f v4_exp(v4f x)
-{
-	const v4f shift = { 12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f };
-	const v4f lo = { -87.0f, -87.0f, -87.0f, -87.0f }, hi = { 88.0f, 88.0f, 88.0f, 88.0f };
-	const v4f zero = { 0 }, inf = { INFINITY, INFINITY, INFINITY, INFINITY };
-	v4f xc = v4_select(x < lo, lo, v4_select(x > hi, hi, x));
-	v4f n = (xc * 1.44269504f + shift) - shift;
-	v4f r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
-	v4f p = { 1.0f / 720, 1.0f / 720, 1.0f / 720, 1.0f / 720 };
+ * versions): n = round(x log2 e) by the 1.5 * 2^23 trick, r = x - n ln 2
+ * in two exact-ish steps (Cody-Waite), e^r by its degree-6 Taylor
+ * polynomial (|r| <= 0.347: relative error < 2e-7), times 2^n built in the
+ * exponent bits. x < -87 gives 0 (below the normal range, nothing a
+ * softmax or silu can see), x > 88 gives +inf. Defined for any width
+ * (vf floats, vi int32 of the same count), each lane the same operations:
+ * a backend with wider registers defines its own and gets the same bits. */
+#define NB_DEFINE_VEXP(name, vf, vi)                                                    \
+	static inline __attribute__((always_inline)) vf name(vf x)                      \
+	{                                                                               \
+		const vf zero = { 0 }, shift = zero + 12582912.0f, lo = zero - 87.0f;    \
+		const vf hi = zero + 88.0f, inf = zero + INFINITY;                      \
+		vf xc = (vf)(((vi)lo & (vi)(x < lo)) |                                  \
+			     ((vi)(vf)(((vi)hi & (vi)(x > hi)) | ((vi)x & ~(vi)(x > hi))) & \
+			      ~(vi)(x < lo)));                                          \
+		vf n = (xc * 1.44269504f + shift) - shift;                              \
+		vf r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;                   \
+		vf p = zero + 1.0f / 720;                                               \
+		p = p * r + 1.0f / 120;                                                 \
+		p = p * r + 1.0f / 24;                                                  \
+		p = p * r + 1.0f / 6;                                                   \
+		p = p * r + 0.5f;                                                       \
+		p = p * r + 1.0f;                                                       \
+		p = p * r + 1.0f;                                                       \
+		p = p * (vf)((__builtin_convertvector(n, vi) + 127) << 23);             \
+		p = (vf)(((vi)inf & (vi)(x > hi)) | ((vi)p & ~(vi)(x > hi)));           \
+		return (vf)((vi)p & ~(vi)(x < lo));                                     \
+	}
 
-	p = p * r + 1.0f / 120;
-	p = p * r + 1.0f / 24;
-	p = p * r + 1.0f / 6;
-	p = p * r + 0.5f;
-	p = p * r + 1.0f;
-	p = p * r + 1.0f;
-	p = p * (v4f)((__builtin_convertvector(n, v4i) + 127) << 23);
-	return v4_select(x < lo, zero, v4_select(x > hi, inf, p));
+NB_DEFINE_VEXP(v4_exp, v4f, v4i)
+
+/* gate[i] = silu(gate[i]) * up[i] = gate / (1 + e^-gate) * up, i < n; the
+ * last partial vector too, so a value never depends on where it is. */
+static inline void v4_silu_mul(float *gate, const float *up, size_t n)
+{
+	for (size_t i = 0; i < n; i += 4) {
+		size_t k = n - i < 4 ? n - i : 4;
+		v4f g = { 0 }, u = { 0 };
+
+		if (k == 4) { /* constant sizes: plain vector moves */
+			memcpy(&g, gate + i, sizeof(g));
+			memcpy(&u, up + i, sizeof(u));
+		} else {
+			memcpy(&g, gate + i, k * sizeof(float));
+			memcpy(&u, up + i, k * sizeof(float));
+		}
+		g = g / (1.0f + v4_exp(-g)) * u;
+		if (k == 4)
+			memcpy(gate + i, &g, sizeof(g));
+		else
+			memcpy(gate + i, &g, k * sizeof(float));
+	}
 }
 
 #endif

@@ -54,34 +54,12 @@ static void add(float *x, const float *y, size_t n)
 		x[i] += y[i];
 }
 
-/* gate = silu(gate) * up on [i0, i1), elementwise: any split gives the
- * same bits. */
-static void swiglu(float *gate, const float *up, size_t i0, size_t i1)
-{
-	for (size_t i = i0; i < i1; i += 4) {
-		size_t k = i1 - i < 4 ? i1 - i : 4;
-		v4f g = { 0 }, u = { 0 };
-
-		if (k == 4) { /* constant sizes: plain vector moves */
-			memcpy(&g, gate + i, sizeof(g));
-			memcpy(&u, up + i, sizeof(u));
-		} else {
-			memcpy(&g, gate + i, k * sizeof(float));
-			memcpy(&u, up + i, k * sizeof(float));
-		}
-		g = g / (1.0f + v4_exp(-g)) * u;
-		if (k == 4)
-			memcpy(gate + i, &g, sizeof(g));
-		else
-			memcpy(gate + i, &g, k * sizeof(float));
-	}
-}
-
 /* gate [m][k] = silu(gate) * up, and, when a is not NULL, quantized into a
  * for the down projection in the same pass: each thread quantizes the
  * blocks it has just computed, which saves a pool run and a pass over the
  * hidden vector per layer. */
 struct swiglu_job {
+	const struct nb_kernels *kern;
 	float *gate;
 	const float *up;
 	uint32_t m, k;
@@ -91,6 +69,7 @@ struct swiglu_job {
 static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
 {
 	const struct swiglu_job *j = arg;
+	const struct nb_kernels *kern = j->kern;
 	/* blocks of the quantization group, else any size: 16 floats */
 	const uint32_t G = j->a ? j->a->group : 16, per_row = (j->k + G - 1) / G;
 	uint64_t b0, b1;
@@ -99,7 +78,7 @@ static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
 	for (uint64_t b = b0; b < b1; b++) {
 		const size_t row = (size_t)(b / per_row) * j->k, c0 = (size_t)(b % per_row) * G;
 		const size_t c1 = c0 + G < j->k ? c0 + G : j->k;
-		swiglu(j->gate + row, j->up + row, c0, c1);
+		kern->silu_mul(j->gate + row + c0, j->up + row + c0, c1 - c0);
 	}
 	if (j->a)
 		nb_quant_act_blocks(j->a, j->gate, b0, b1);
@@ -507,7 +486,8 @@ static void layer_forward(struct nb_fwd *f, uint32_t l, uint32_t n, const uint32
 	matmul(f, f->xb, n, 2, gate_up);        /* hb, hb2 [n][hidden] */
 	{
 		const struct matmul_job down = { f->xb2, ly->w_down, NULL };
-		struct swiglu_job sj = { f->hb, f->hb2, n, (uint32_t)hidden, act_for(f, ly->w_down, n) };
+		struct swiglu_job sj = { f->kern, f->hb, f->hb2, n, (uint32_t)hidden,
+					 act_for(f, ly->w_down, n) };
 		parallel(f, swiglu_worker, &sj); /* hb [n][hidden], quantized */
 		matmul_ready(f, f->hb, n, 1, &down, sj.a); /* xb2 [n][dim] */
 	}
@@ -770,6 +750,7 @@ int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb
 	if (nb_qact_alloc(&f->act[0], f->max_batch, max_cols(&m->hp), 32, f->kern->act_flags) ||
 	    nb_qact_alloc(&f->act[1], f->max_batch, max_cols(&m->hp), 128, f->kern->act_flags))
 		goto fail;
+	f->act[0].quant_block = f->act[1].quant_block = f->kern->quant_block;
 	rope_init(f);
 	return 0;
 fail:
