@@ -100,7 +100,6 @@ struct matmul {
 	uint32_t m, n_jobs;
 	struct matmul_job jobs[3];
 	uint64_t quads;           /* row quads of all jobs, end to end */
-	atomic_uint_fast64_t next; /* the first quad nobody has taken */
 };
 
 static void matmul_rows_f32(const struct matmul *mm, const struct matmul_job *j, uint64_t r0,
@@ -137,31 +136,84 @@ static void matmul_quads(const struct matmul *mm, uint64_t q0, uint64_t q1)
 	}
 }
 
-/* Guided self-scheduling, lock-free: each grab takes 1/(2 nth) of what is
- * left (at least MATMUL_MIN_QUADS), so the threads finish within a small
- * chunk of each other however the memory system favours one core. A fixed
- * split left each thread waiting for the other ~8% of a decode step. Every
- * row is computed whole by one thread: the split does not change a bit. */
-#define MATMUL_MIN_QUADS 4
+/* Each thread streams a contiguous range of row quads of its own, front to
+ * back, a few quads per grab, and a thread done with its own range moves
+ * the back half of what is left of another's into its own. So a thread's
+ * weights are one sequential stream, which its prefetch runs ahead on
+ * across grabs: handing out chunks of one shared range (guided
+ * self-scheduling) started ~20 streams per thread on each 2048-row
+ * matrix, each start a memory latency, and those matrices streamed at
+ * 44 GB/s here against 53 for the large ones. Stealing keeps the threads
+ * finishing together however the memory system or the hypervisor favours
+ * one core. A range is one atomic word, lo | hi << 32, changed by CAS
+ * only. Every row is computed whole by one thread: the split does not
+ * change a bit. */
+#define MATMUL_GRAB_QUADS 8
+
+static uint64_t range_word(uint64_t lo, uint64_t hi)
+{
+	return lo | hi << 32;
+}
+
+/* [*b, *e): up to MATMUL_GRAB_QUADS from the front of r. */
+static bool take_front(_Atomic uint64_t *r, uint64_t *b, uint64_t *e)
+{
+	uint64_t w = atomic_load_explicit(r, memory_order_relaxed), lo, hi;
+
+	do {
+		lo = (uint32_t)w;
+		hi = w >> 32;
+		if (lo >= hi)
+			return false;
+		*b = lo;
+		*e = hi - lo > MATMUL_GRAB_QUADS ? lo + MATMUL_GRAB_QUADS : hi;
+	} while (!atomic_compare_exchange_weak_explicit(r, &w, range_word(*e, hi),
+							 memory_order_relaxed, memory_order_relaxed));
+	return true;
+}
+
+/* [*b, *e): the back half (rounded up) of the fullest range but mine. */
+static bool steal(struct nb_fwd_range *ranges, unsigned ith, unsigned nth, uint64_t *b,
+		  uint64_t *e)
+{
+	for (;;) {
+		uint64_t most = 0, w = 0, lo, hi;
+		unsigned victim = nth;
+
+		for (unsigned v = 0; v < nth; v++) {
+			uint64_t x = atomic_load_explicit(&ranges[v].lo_hi, memory_order_relaxed);
+			if (v != ith && (uint32_t)x < x >> 32 && (x >> 32) - (uint32_t)x > most) {
+				most = (x >> 32) - (uint32_t)x;
+				victim = v;
+				w = x;
+			}
+		}
+		if (victim == nth)
+			return false;
+		lo = (uint32_t)w;
+		hi = w >> 32;
+		*b = hi - (hi - lo + 1) / 2;
+		*e = hi;
+		if (atomic_compare_exchange_weak_explicit(&ranges[victim].lo_hi, &w,
+							  range_word(lo, *b), memory_order_relaxed,
+							  memory_order_relaxed))
+			return true;
+	}
+}
 
 static void matmul_worker(void *arg, unsigned ith, unsigned nth)
 {
 	struct matmul *mm = arg;
-	uint64_t c = atomic_load_explicit(&mm->next, memory_order_relaxed), n;
+	struct nb_fwd_range *ranges = mm->f->ranges;
+	uint64_t b, e;
 
-	(void)ith;
 	for (;;) {
-		do {
-			if (c >= mm->quads)
-				return;
-			n = (mm->quads - c) / (2 * nth);
-			n = n < MATMUL_MIN_QUADS ? MATMUL_MIN_QUADS : n;
-			n = n < mm->quads - c ? n : mm->quads - c;
-		} while (!atomic_compare_exchange_weak_explicit(&mm->next, &c, c + n,
-								 memory_order_relaxed,
-								 memory_order_relaxed));
-		matmul_quads(mm, c, c + n);
-		c += n;
+		while (take_front(&ranges[ith].lo_hi, &b, &e))
+			matmul_quads(mm, b, e);
+		if (!steal(ranges, ith, nth, &b, &e))
+			return;
+		/* mine now, front first, and open to thieves in turn */
+		atomic_store_explicit(&ranges[ith].lo_hi, range_word(b, e), memory_order_relaxed);
 	}
 }
 
@@ -219,8 +271,6 @@ static void matmul_ready(struct nb_fwd *f, const float *x, uint32_t m, uint32_t 
 			 const struct matmul_job *jobs, const struct nb_qact *ready)
 {
 	struct matmul mm = { .f = f, .x = x, .m = m, .n_jobs = n_jobs };
-
-	atomic_init(&mm.next, 0);
 	const struct nb_qact *by_group[2] = { NULL, NULL }; /* group 32, group 128 */
 
 	if (ready)
@@ -238,6 +288,11 @@ static void matmul_ready(struct nb_fwd *f, const float *x, uint32_t m, uint32_t 
 		if (f->capture)
 			for (uint32_t i = 0; i < m; i++)
 				f->capture(f->capture_arg, jobs[t].w, x + (size_t)i * jobs[t].w->shape[1]);
+	}
+	for (unsigned i = 0; i < f->n_threads; i++) {
+		uint64_t lo, hi;
+		nb_pool_split(mm.quads, i, f->n_threads, &lo, &hi);
+		atomic_store_explicit(&f->ranges[i].lo_hi, range_word(lo, hi), memory_order_relaxed);
 	}
 	parallel(f, matmul_worker, &mm);
 }
@@ -745,7 +800,8 @@ int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb
 	memset(f->mem, 0, (size_t)lo.size);
 	place(f, &off);
 	f->row_kv = calloc(f->max_batch, sizeof(*f->row_kv));
-	if (!f->row_kv)
+	f->ranges = aligned_alloc(sizeof(*f->ranges), f->n_threads * sizeof(*f->ranges));
+	if (!f->row_kv || !f->ranges)
 		goto fail;
 	if (nb_qact_alloc(&f->act[0], f->max_batch, max_cols(&m->hp), 32, f->kern->act_flags) ||
 	    nb_qact_alloc(&f->act[1], f->max_batch, max_cols(&m->hp), 128, f->kern->act_flags))
@@ -772,6 +828,7 @@ void nb_fwd_close(struct nb_fwd *f)
 	nb_qact_free(&f->act[0]);
 	nb_qact_free(&f->act[1]);
 	free(f->row_kv);
+	free(f->ranges);
 	free(f->mem);
 	memset(f, 0, sizeof(*f));
 }

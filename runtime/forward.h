@@ -12,6 +12,7 @@
 #include "kernels/quant.h"
 #include "runtime/model.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,11 @@ int nb_kv_open(struct nb_kv *kv, const struct nb_model *m, uint32_t max_ctx);
 void nb_kv_close(struct nb_kv *kv);
 /* Bytes nb_kv_open allocates. */
 uint64_t nb_kv_bytes(const struct nb_hparams *hp, uint32_t max_ctx);
+
+/* One thread's share of a matrix product: row quads lo | hi << 32. */
+struct nb_fwd_range {
+	_Alignas(64) _Atomic uint64_t lo_hi;
+};
 
 struct nb_fwd_opts {
 	uint32_t max_ctx;   /* longest context of any nb_kv run through it */
@@ -64,6 +70,7 @@ struct nb_fwd {
 	float *rope_sin;    /* [max_batch][head_dim / 2] */
 	struct nb_qact act[2];   /* quantized activations: group 32, group 128 */
 	struct nb_kv **row_kv;   /* [max_batch] the cache of each row of a batch */
+	struct nb_fwd_range *ranges; /* [n_threads] of the matrix product running */
 	void *mem;          /* the one allocation behind the float buffers */
 	/* Optional (NULL): sees the input x [cols] of every matrix product row
 	 * with its weight, before the product. Calibration of the quantizers
