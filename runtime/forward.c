@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -145,9 +146,10 @@ static void matmul_quads(const struct matmul *mm, uint64_t q0, uint64_t q1)
  * matrix, each start a memory latency, and those matrices streamed at
  * 44 GB/s here against 53 for the large ones. Stealing keeps the threads
  * finishing together however the memory system or the hypervisor favours
- * one core. A range is one atomic word, lo | hi << 32, changed by CAS
- * only. Every row is computed whole by one thread: the split does not
- * change a bit. */
+ * one core. A range is one atomic word, lo | hi << 32 (quads of a product
+ * are far below 2^32), changed by CAS, but for the owner refilling its
+ * empty range, which no one else touches. Every row is computed whole by
+ * one thread: the split does not change a bit. */
 #define MATMUL_GRAB_QUADS 8
 
 static uint64_t range_word(uint64_t lo, uint64_t hi)
@@ -639,22 +641,49 @@ uint64_t nb_kv_bytes(const struct nb_hparams *hp, uint32_t max_ctx)
 /* The cache is faulted in whole when it is opened: left to fault as the
  * positions advance, each (layer, head) stream crossed into a new page
  * every 16 tokens (TinyLlama), 11 page faults per token, and a fault on
- * this VM cost ~14 us per layer of decode (2.4% of a token). It also means
- * a board without the memory fails at start-up, not in the middle of an
- * answer. Huge pages where the kernel gives them: 2 MiB aligned, advised. */
+ * this VM cost ~14 us per layer of decode (2.4% of a token). A cache
+ * larger than the memory available is refused with an error here, where
+ * faulting it in would have the kernel kill the process, and lazily it
+ * would do so in the middle of an answer. Huge pages where the kernel
+ * gives them: 2 MiB aligned, advised. */
 #define KV_ALIGN (2u << 20)
+
+/* MemAvailable of /proc/meminfo in bytes; UINT64_MAX if unknown. */
+static uint64_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	unsigned long long kb;
+	char line[128];
+	uint64_t avail = UINT64_MAX;
+
+	if (!f)
+		return avail;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			avail = (uint64_t)kb * 1024;
+	fclose(f);
+	return avail;
+}
 
 static int kv_map(struct nb_kv *kv, uint64_t bytes)
 {
+	uint64_t avail = mem_available();
 	size_t len;
 	char *p;
 
+	if (bytes > avail) {
+		nb_err("forward: a KV cache of %.1f MB does not fit the %.1f MB of memory available; "
+		       "a shorter context (--ctx) needs less", (double)bytes / 1e6, (double)avail / 1e6);
+		return -NB_ENOMEM;
+	}
 	if (bytes > SIZE_MAX - KV_ALIGN)
 		return -NB_ENOMEM;
 	len = (size_t)bytes + KV_ALIGN;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	if (p == MAP_FAILED) {
+		nb_err("forward: no memory for a KV cache of %llu bytes", (unsigned long long)bytes);
 		return -NB_ENOMEM;
+	}
 	kv->map = p;
 	kv->map_len = len;
 	p = (char *)(((uintptr_t)p + KV_ALIGN - 1) & ~(uintptr_t)(KV_ALIGN - 1));
@@ -676,10 +705,8 @@ int nb_kv_open(struct nb_kv *kv, const struct nb_model *m, uint32_t max_ctx)
 		       m->hp.seq_len);
 		return -NB_ERANGE;
 	}
-	if (kv_map(kv, bytes)) {
-		nb_err("forward: no memory for a KV cache of %llu bytes", (unsigned long long)bytes);
+	if (kv_map(kv, bytes))
 		return -NB_ENOMEM;
-	}
 	kv->max_ctx = max_ctx;
 	return 0;
 }

@@ -584,6 +584,28 @@ static void test_range_errors(void **state)
 	nb_fwd_close(NULL);
 }
 
+/* A cache beyond the memory available is refused at open, with an error,
+ * not faulted in (the kernel would kill the process) or left to fail in
+ * the middle of an answer. */
+static void test_kv_too_large(void **state)
+{
+	struct fixture *fx = *state;
+	struct nb_model big = fx->m;
+	struct nb_kv kv;
+
+	big.hp.n_layers = 4096;
+	big.hp.n_kv_heads = 64;
+	big.hp.head_dim = 128;
+	big.hp.seq_len = 1u << 20; /* 2^61 bytes of cache */
+	assert_int_equal(nb_kv_open(&kv, &big, 1u << 20), -NB_ENOMEM);
+	assert_null(kv.k);
+	nb_kv_close(&kv);
+	assert_int_equal(nb_kv_open(&kv, &fx->m, 64), 0);
+	assert_non_null(kv.k);
+	assert_true(kv.k[0] == 0.0f && kv.v[64 * 0] == 0.0f);
+	nb_kv_close(&kv);
+}
+
 static void test_no_allocation_per_token(void **state)
 {
 #ifdef HAVE_MALLOC_HOOKS
@@ -742,6 +764,7 @@ int main(void)
 		cmocka_unit_test(test_reference_via_importers),
 		cmocka_unit_test(test_kv_positions),
 		cmocka_unit_test(test_range_errors),
+		cmocka_unit_test(test_kv_too_large),
 		cmocka_unit_test(test_no_allocation_per_token),
 		cmocka_unit_test(test_llama3_rope_wide_heads),
 	};
