@@ -1,4 +1,5 @@
 #include "kernels/quant.h"
+#include "kernels/vec.h"
 #include "runtime/err.h"
 
 #include <math.h>
@@ -147,28 +148,27 @@ void nb_quant_act_prepare(struct nb_qact *a, uint32_t m, uint32_t k)
 /* A whole block of G (a multiple of 4) four lanes at a time: lane by lane
  * the same operations as the scalar loop below (max is order-free for
  * non-NaN values; |y| + 0.5f then truncation is round_away), so the same
- * bits. GCC vector extension: SSE2 on x86-64, NEON on aarch64. */
-typedef float qa_v4f __attribute__((vector_size(16)));
-typedef int32_t qa_v4i __attribute__((vector_size(16)));
+ * bits. kernels/vec.h's four-float vectors: SSE2 on x86-64, NEON on
+ * aarch64. */
 typedef int8_t qa_v4b __attribute__((vector_size(4)));
 
-static qa_v4i select4(qa_v4i mask, qa_v4i a, qa_v4i b)
+static v4i select4(v4i mask, v4i a, v4i b)
 {
 	return (a & mask) | (b & ~mask);
 }
 
 static void quant_block_v4(const float *xs, uint32_t G, int8_t *q, float *d_out, int32_t *sum_out)
 {
-	const qa_v4i abs_mask = { 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff };
-	const qa_v4i hi = { 127, 127, 127, 127 }, lo = -hi;
-	qa_v4f amax = { 0 }, v, dv;
-	qa_v4i acc = { 0 };
+	const v4i abs_mask = { 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff };
+	const v4i hi = { 127, 127, 127, 127 }, lo = -hi;
+	v4f amax = { 0 }, v, dv;
+	v4i acc = { 0 };
 	float m, d;
 
 	for (uint32_t j = 0; j < G; j += 4) {
-		memcpy(&v, xs + j, sizeof(v));
-		qa_v4f av = (qa_v4f)((qa_v4i)v & abs_mask);
-		amax = (qa_v4f)select4(av > amax, (qa_v4i)av, (qa_v4i)amax);
+		v = v4_load(xs + j);
+		v4f av = (v4f)((v4i)v & abs_mask);
+		amax = v4_select(av > amax, av, amax);
 	}
 	m = amax[0] > amax[1] ? amax[0] : amax[1];
 	m = amax[2] > m ? amax[2] : m;
@@ -180,12 +180,12 @@ static void quant_block_v4(const float *xs, uint32_t G, int8_t *q, float *d_out,
 		*sum_out = 0;
 		return;
 	}
-	dv = (qa_v4f){ d, d, d, d };
+	dv = (v4f){ d, d, d, d };
 	for (uint32_t j = 0; j < G; j += 4) {
-		memcpy(&v, xs + j, sizeof(v));
-		qa_v4f y = v / dv;
-		qa_v4i t = __builtin_convertvector((qa_v4f)((qa_v4i)y & abs_mask) + 0.5f, qa_v4i);
-		qa_v4i r = select4(y >= 0, t, -t);
+		v = v4_load(xs + j);
+		v4f y = v / dv;
+		v4i t = __builtin_convertvector((v4f)((v4i)y & abs_mask) + 0.5f, v4i);
+		v4i r = select4(y >= 0, t, -t);
 		r = select4(r > hi, hi, r);
 		r = select4(r < lo, lo, r);
 		qa_v4b b = __builtin_convertvector(r, qa_v4b); /* exact: r is in -127..127 */
