@@ -173,13 +173,16 @@ LDLIBS := -lcjson -lgpiod -lmbedtls -lmbedx509 -lmbedcrypto $(LDLIBS)
 # ---------------------------------------------------------------------------
 # Sources: each folder lists its objects in build.mk, obj-$(CONFIG_X) += x.o
 obj-y :=
-include runtime/build.mk kernels/build.mk firmware/build.mk board/build.mk tools/build.mk
+# Layers, bottom up (docs/ARCHITECTURE.md; tests/layering.sh checks the includes).
+include runtime/base/build.mk kernels/build.mk firmware/build.mk runtime/text/build.mk \
+	runtime/model/build.mk runtime/server/build.mk board/build.mk tools/import/build.mk \
+	tools/quant/build.mk runtime/applets/build.mk
 
 # Each build mode keeps its own objects: a tree built with SANITIZE=1 and
 # without must never link objects of the other compiler or flags.
 OBJDIR := $(objtree)/obj$(if $(filter 1,$(FUZZ)),-fuzz,$(if $(filter 1,$(SANITIZE)),-san))
 OBJS := $(addprefix $(OBJDIR)/,$(sort $(obj-y)))
-MAIN_OBJ := $(OBJDIR)/runtime/main.o
+MAIN_OBJ := $(OBJDIR)/runtime/applets/main.o
 LIB_OBJS := $(filter-out $(MAIN_OBJ),$(OBJS))
 GEN_FEATURES := $(objtree)/include/generated/features.h
 
@@ -192,7 +195,7 @@ $(OBJDIR)/%.o: %.c $(AUTOCONF) $(TP_LIBS) Makefile
 # The revision changes with every commit: only version.o sees it.
 GIT_REV := $(shell git -C $(srctree) describe --always --dirty 2>/dev/null || echo unknown)
 CFLAGS_version := -DNB_VERSION='"$(VERSION)"' -DNB_GIT_REV='"$(GIT_REV)"'
-$(OBJDIR)/runtime/version.o: $(GEN_FEATURES) FORCE
+$(OBJDIR)/runtime/applets/version.o: $(GEN_FEATURES) FORCE
 
 # Feature list for `nibble --version`: every enabled symbol of .config.
 $(GEN_FEATURES): $(AUTOCONF)

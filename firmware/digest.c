@@ -1,6 +1,6 @@
 #include "firmware/digest.h"
-#include "runtime/err.h"
-#include "runtime/log.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,8 +1,8 @@
 #include "firmware/image.h"
 #include "kernels/quant.h"
-#include "runtime/err.h"
-#include "runtime/kconfig.h"
-#include "runtime/log.h"
+#include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
+#include "runtime/base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -4,7 +4,7 @@
 #define NB_IMAGE_H
 
 #include "firmware/image_format.h"
-#include "runtime/model.h"
+#include "firmware/tensor.h"
 
 #include <stdbool.h>
 #include <stddef.h>

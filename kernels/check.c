@@ -1,5 +1,5 @@
 #include "kernels/check.h"
-#include "runtime/err.h"
+#include "runtime/base/err.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/quant.h"
-#include "runtime/kconfig.h"
+#include "runtime/base/kconfig.h"
 
 #include <stdbool.h>
 #include <stddef.h>

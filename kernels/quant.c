@@ -1,6 +1,6 @@
 #include "kernels/quant.h"
 #include "kernels/vec.h"
-#include "runtime/err.h"
+#include "runtime/base/err.h"
 
 #include <math.h>
 #include <stdbool.h>

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Generates runtime/unicode_tables.h from the Unicode Character Database.
+"""Generates runtime/text/unicode_tables.h from the Unicode Character Database.
 
 Run by hand when the reference changes; the output is committed so a build
 never needs Python or the UCD:
 
     python3 tools/gen_unicode.py UCD_DIR --class-age 16.0 --digits-age 17.0 \
-        --nfc-age 9.0 > runtime/unicode_tables.h
+        --nfc-age 9.0 > runtime/text/unicode_tables.h
 
 UCD_DIR holds UnicodeData.txt, PropList.txt, DerivedAge.txt and
 DerivedNormalizationProps.txt of a Unicode version at least as new as every
@@ -19,7 +19,7 @@ its Digits pre-tokenizer (Rust's char::is_numeric) by Unicode 17.0, its NFC
 A character newer than the age is treated as unassigned (class "other",
 combining class 0, no decomposition), as the reference does.
 
-Tables (all sorted for binary search, see runtime/unicode.c):
+Tables (all sorted for binary search, see runtime/text/unicode.c):
   class runs      start << 2 | class for every change of class over
                   U+0000..U+10FFFF (0 other, 1 \\p{L}, 2 \\p{N}, 3 White_Space)
   ccc runs        start << 8 | canonical combining class, for every change

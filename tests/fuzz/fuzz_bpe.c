@@ -8,11 +8,11 @@
  *        NFC is idempotent
  *   6-7  a tokenizer.json text for the importer; what imports must open and
  *        encode. */
-#include "runtime/err.h"
-#include "runtime/tok_internal.h"
-#include "runtime/tokenizer.h"
-#include "runtime/unicode.h"
-#include "tools/ckpt.h"
+#include "runtime/base/err.h"
+#include "runtime/text/tok_internal.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/unicode.h"
+#include "tools/import/ckpt.h"
 
 #include <fcntl.h>
 #include <stdint.h>

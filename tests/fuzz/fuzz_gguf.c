@@ -2,9 +2,9 @@
  * (metadata -> hyper-parameters and tokenizer, tensors dequantized, the
  * checkpoint validated), and the tokenizer spec through what the image
  * writer and a board do with it. Seeds: tests/fuzz/corpus/fuzz_gguf/. */
-#include "runtime/tokenizer.h"
-#include "tools/ckpt.h"
-#include "tools/gguf.h"
+#include "runtime/text/tokenizer.h"
+#include "tools/import/ckpt.h"
+#include "tools/import/gguf.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,9 +9,9 @@
  *    Content-Length or as one chunk) parses to the same request.
  * The limits (default, small, tiny) also derive from the data, so the
  * boundaries are reached. Seeds: tests/fuzz/corpus/fuzz_http/. */
-#include "runtime/err.h"
-#include "runtime/http.h"
-#include "runtime/log.h"
+#include "runtime/base/err.h"
+#include "runtime/server/http.h"
+#include "runtime/base/log.h"
 
 #include <stdint.h>
 #include <stdio.h>

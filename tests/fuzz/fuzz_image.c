@@ -1,9 +1,9 @@
 /* Fuzz target: the model image parser, then what a board does next with an
  * image that passed (tokenizer blob, tensor binding, meta lookups). */
 #include "firmware/image.h"
-#include "runtime/log.h"
-#include "runtime/model.h"
-#include "runtime/tokenizer.h"
+#include "runtime/base/log.h"
+#include "runtime/model/model.h"
+#include "runtime/text/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,15 +10,15 @@
  *    JSON;
  *  - chat template text: detected, then used to render a conversation.
  * Seeds: tests/fuzz/corpus/fuzz_openai/. */
-#include "runtime/chat.h"
-#include "runtime/err.h"
-#include "runtime/log.h"
-#include "runtime/openai.h"
-#include "runtime/sampler.h"
-#include "runtime/stop.h"
-#include "runtime/tokenizer.h"
-#include "runtime/unicode.h"
-#include "tools/ckpt.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+#include "runtime/server/openai.h"
+#include "runtime/model/sampler.h"
+#include "runtime/model/stop.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/unicode.h"
+#include "tools/import/ckpt.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* Fuzz target: the safetensors header parser on raw bytes, then the float
  * conversion of every tensor it accepts. Seeds: tests/fuzz/corpus/fuzz_safetensors/. */
-#include "tools/safetensors.h"
+#include "tools/import/safetensors.h"
 
 #include <stdlib.h>
 #include <string.h>

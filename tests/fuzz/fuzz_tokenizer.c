@@ -6,9 +6,9 @@
  *    character; only a literal U+2581 decodes to a space, as in
  *    sentencepiece).
  * Seeds: tests/fuzz/corpus/fuzz_tokenizer/. */
-#include "runtime/err.h"
-#include "runtime/tokenizer.h"
-#include "tools/ckpt.h"
+#include "runtime/base/err.h"
+#include "runtime/text/tokenizer.h"
+#include "tools/import/ckpt.h"
 
 #include <stdio.h>
 #include <stdlib.h>

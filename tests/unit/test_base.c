@@ -5,8 +5,8 @@
 #include <cmocka.h>
 
 #include "firmware/digest.h"
-#include "runtime/err.h"
-#include "runtime/log.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,10 +5,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/forward.h"
-#include "runtime/model.h"
-#include "tools/ckpt.h"
+#include "runtime/base/err.h"
+#include "runtime/model/forward.h"
+#include "runtime/model/model.h"
+#include "tools/import/ckpt.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -478,7 +478,7 @@ static void test_reference_outputs(void **state)
 	assert_true(check_reference(&fx->m, fx->ref, "legacy reader") < 1e-4f);
 }
 
-/* The same through the importers (tools/ckpt.h), whose tensors are views. */
+/* The same through the importers (tools/import/ckpt.h), whose tensors are views. */
 static void check_ckpt(const struct nb_ckpt *c, const cJSON *ref, const char *label)
 {
 	struct nb_tensor t[64];

@@ -7,9 +7,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/http.h"
-#include "runtime/log.h"
+#include "runtime/base/err.h"
+#include "runtime/server/http.h"
+#include "runtime/base/log.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -7,9 +7,9 @@
 
 #include "firmware/image.h"
 #include "kernels/check.h"
-#include "runtime/err.h"
-#include "runtime/llm.h"
-#include "tools/image_write.h"
+#include "runtime/base/err.h"
+#include "runtime/model/llm.h"
+#include "tools/import/image_write.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,11 +6,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/log.h"
-#include "tools/ckpt.h"
-#include "tools/gguf.h"
-#include "tools/safetensors.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+#include "tools/import/ckpt.h"
+#include "tools/import/gguf.h"
+#include "tools/import/safetensors.h"
 
 #include <dirent.h>
 #include <math.h>

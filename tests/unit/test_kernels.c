@@ -6,7 +6,7 @@
 
 #include "kernels/check.h"
 #include "kernels/kernels.h"
-#include "runtime/err.h"
+#include "runtime/base/err.h"
 
 #include <stdlib.h>
 #include <math.h>

@@ -9,12 +9,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/chat.h"
-#include "runtime/err.h"
-#include "runtime/log.h"
-#include "runtime/openai.h"
-#include "runtime/tokenizer.h"
-#include "tools/ckpt.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+#include "runtime/server/openai.h"
+#include "runtime/text/tokenizer.h"
+#include "tools/import/ckpt.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* `nibble perplexity`'s core (tools/perplexity.h): window plans against the
+/* `nibble perplexity`'s core (tools/quant/perplexity.h): window plans against the
  * counts of tests/data/stories260K/reference.json, document splitting,
  * NLL and KL against hand computations, the scoring loop against a plain
  * loop over nb_fwd_token, and the real model on the evaluation text against
@@ -9,13 +9,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/applet.h"
-#include "runtime/err.h"
-#include "runtime/llm.h"
-#include "runtime/log.h"
-#include "tools/ckpt.h"
-#include "tools/image_write.h"
-#include "tools/perplexity.h"
+#include "runtime/applets/applet.h"
+#include "runtime/base/err.h"
+#include "runtime/model/llm.h"
+#include "runtime/base/log.h"
+#include "tools/import/ckpt.h"
+#include "tools/import/image_write.h"
+#include "tools/quant/perplexity.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>

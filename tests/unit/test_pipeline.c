@@ -7,10 +7,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/llm.h"
-#include "tools/ckpt.h"
-#include "tools/image_write.h"
+#include "runtime/base/err.h"
+#include "runtime/model/llm.h"
+#include "tools/import/ckpt.h"
+#include "tools/import/image_write.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

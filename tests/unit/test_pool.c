@@ -6,9 +6,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/log.h"
-#include "runtime/pool.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+#include "runtime/model/pool.h"
 
 #include <sched.h>
 #include <signal.h>

@@ -7,10 +7,10 @@
 #include <cmocka.h>
 
 #include "kernels/kernels.h"
-#include "runtime/err.h"
-#include "runtime/forward.h"
-#include "runtime/pool.h"
-#include "tools/ckpt.h"
+#include "runtime/base/err.h"
+#include "runtime/model/forward.h"
+#include "runtime/model/pool.h"
+#include "tools/import/ckpt.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -8,14 +8,14 @@
 #include <cmocka.h>
 
 #include "kernels/quant.h"
-#include "runtime/applet.h"
-#include "runtime/err.h"
-#include "runtime/llm.h"
-#include "runtime/log.h"
-#include "tools/ckpt.h"
-#include "tools/convert.h"
-#include "tools/image_write.h"
-#include "tools/quantize.h"
+#include "runtime/applets/applet.h"
+#include "runtime/base/err.h"
+#include "runtime/model/llm.h"
+#include "runtime/base/log.h"
+#include "tools/import/ckpt.h"
+#include "tools/import/convert.h"
+#include "tools/import/image_write.h"
+#include "tools/quant/quantize.h"
 
 #include <getopt.h>
 #include <math.h>

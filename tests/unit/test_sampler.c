@@ -5,8 +5,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/sampler.h"
+#include "runtime/base/err.h"
+#include "runtime/model/sampler.h"
 
 #include <math.h>
 #include <stdbool.h>

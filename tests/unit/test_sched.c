@@ -6,10 +6,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/sched.h"
-#include "tools/ckpt.h"
-#include "tools/image_write.h"
+#include "runtime/base/err.h"
+#include "runtime/server/sched.h"
+#include "tools/import/ckpt.h"
+#include "tools/import/image_write.h"
 
 #include <stdio.h>
 #include <stdlib.h>

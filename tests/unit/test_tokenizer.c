@@ -7,11 +7,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "runtime/err.h"
-#include "runtime/log.h"
-#include "runtime/tok_internal.h"
-#include "runtime/tokenizer.h"
-#include "tools/ckpt.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+#include "runtime/text/tok_internal.h"
+#include "runtime/text/tokenizer.h"
+#include "tools/import/ckpt.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>

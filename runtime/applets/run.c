@@ -1,0 +1,352 @@
+/* `nibble run`: generate text from a model image, streaming it to stdout. */
+#include "runtime/base/sys.h"
+#include "runtime/applets/applet.h"
+#include "runtime/base/err.h"
+#include "runtime/model/llm.h"
+#include "kernels/cpu.h"
+#include "runtime/base/log.h"
+#include "runtime/model/pool.h"
+#include "runtime/model/sampler.h"
+#include "runtime/model/stop.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+
+#define MAX_PROMPT_BYTES (1u << 20)
+
+struct run_opts {
+	const char *model;
+	const char *prompt;
+	uint32_t n_predict;
+	uint32_t ctx;
+	uint32_t threads;
+	int echo, add_bos, verbose;
+	struct nb_sampler_params sp;
+	struct nb_stop stop;
+};
+
+static void emit_stdout(void *arg, const char *buf, size_t len)
+{
+	(void)arg;
+	fwrite(buf, 1, len, stdout);
+	fflush(stdout);
+}
+
+/* The whole of stdin, NUL-terminated, at most MAX_PROMPT_BYTES. */
+static char *read_stdin(void)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap), *grown;
+	size_t n;
+
+	while (buf && (n = fread(buf + len, 1, cap - len - 1, stdin)) > 0) {
+		len += n;
+		if (len + 1 < cap)
+			continue;
+		if (cap >= MAX_PROMPT_BYTES) {
+			nb_err("run: prompt on stdin is longer than %u bytes", MAX_PROMPT_BYTES);
+			free(buf);
+			return NULL;
+		}
+		grown = realloc(buf, cap * 2);
+		if (!grown)
+			free(buf);
+		buf = grown;
+		cap *= 2;
+	}
+	if (buf)
+		buf[len] = '\0';
+	return buf;
+}
+
+static int parse_u32(const char *s, const char *what, uint32_t *out)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || v > UINT32_MAX || s[0] == '-') {
+		nb_err("run: %s: '%s' is not a count", what, s);
+		return -NB_EINVAL;
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int parse_float(const char *s, const char *what, float *out)
+{
+	char *end;
+	float v = strtof(s, &end);
+
+	if (*s == '\0' || *end != '\0' || v != v) {
+		nb_err("run: %s: '%s' is not a number", what, s);
+		return -NB_EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_opts(struct run_opts *o, int argc, char **argv)
+{
+	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_STOP, O_CTX,
+	       O_NOECHO, O_NOBOS, O_THREADS };
+	static const struct option opts[] = {
+		{ "model", required_argument, NULL, 'm' },   { "prompt", required_argument, NULL, 'p' },
+		{ "n-predict", required_argument, NULL, 'n' }, { "verbose", no_argument, NULL, 'v' },
+		{ "temp", required_argument, NULL, O_TEMP }, { "top-k", required_argument, NULL, O_TOPK },
+		{ "top-p", required_argument, NULL, O_TOPP }, { "min-p", required_argument, NULL, O_MINP },
+		{ "repeat-penalty", required_argument, NULL, O_REP },
+		{ "repeat-last-n", required_argument, NULL, O_REPN },
+		{ "seed", required_argument, NULL, O_SEED }, { "stop", required_argument, NULL, O_STOP },
+		{ "ctx", required_argument, NULL, O_CTX }, { "no-echo", no_argument, NULL, O_NOECHO },
+		{ "no-bos", no_argument, NULL, O_NOBOS },    { "threads", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, ret = 0;
+	uint32_t u;
+
+	while (!ret && (c = getopt_long(argc, argv, "m:p:n:vt:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->model = optarg; break;
+		case 'p': o->prompt = optarg; break;
+		case 'n': ret = parse_u32(optarg, "--n-predict", &o->n_predict); break;
+		case 'v': o->verbose = 1; break;
+		case 't':
+			ret = parse_u32(optarg, "--threads", &o->threads);
+			if (!ret && (o->threads < 1 || o->threads > CONFIG_MAX_THREADS)) {
+				nb_err("run: --threads: 1..%d", CONFIG_MAX_THREADS);
+				ret = -NB_EINVAL;
+			}
+			break;
+		case O_TEMP: ret = parse_float(optarg, "--temp", &o->sp.temperature); break;
+		case O_TOPK: ret = parse_u32(optarg, "--top-k", &o->sp.top_k); break;
+		case O_TOPP: ret = parse_float(optarg, "--top-p", &o->sp.top_p); break;
+		case O_MINP: ret = parse_float(optarg, "--min-p", &o->sp.min_p); break;
+		case O_REP: ret = parse_float(optarg, "--repeat-penalty", &o->sp.repeat_penalty); break;
+		case O_REPN: ret = parse_u32(optarg, "--repeat-last-n", &o->sp.repeat_last_n); break;
+		case O_SEED: ret = parse_u32(optarg, "--seed", &u); o->sp.seed = u; break;
+		case O_CTX: ret = parse_u32(optarg, "--ctx", &o->ctx); break;
+		case O_NOECHO: o->echo = 0; break;
+		case O_NOBOS: o->add_bos = 0; break;
+		case O_STOP:
+			ret = nb_stop_add(&o->stop, optarg);
+			if (ret)
+				nb_err("run: --stop: empty, longer than %d bytes, or more than %d of them",
+				       NB_STOP_MAX_LEN, NB_STOP_MAX);
+			break;
+		default: return -NB_EINVAL;
+		}
+	}
+	if (!ret && (optind != argc || !o->model)) {
+		nb_err(optind != argc ? "run: unexpected argument '%s'" : "run: no model (-m FILE)%s",
+		       optind != argc ? argv[optind] : "");
+		ret = -NB_EINVAL;
+	}
+	return ret;
+}
+
+struct gen_stats {
+	double t_load, t_prompt, t_first, t_gen;
+	size_t n_prompt, n_gen;
+};
+
+/* Prompt, then sample until n_predict, EOS, a stop string or a full context. */
+static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
+		    const int32_t *ids, size_t n_ids, struct gen_stats *st)
+{
+	const uint32_t ctx = o->ctx;
+	const struct nb_fwd_opts fo = { .max_ctx = ctx, .pool = pool };
+	struct nb_sampler smp;
+	struct nb_fwd f;
+	float *logits;
+	char piece[256];
+	int32_t prev = ids[n_ids - 1], tok;
+	double t0 = (nb_sys_now() * 1e3);
+	int ret;
+
+	ret = nb_fwd_open_opts(&f, &l->model, &fo);
+	if (ret)
+		return ret;
+	ret = nb_sampler_open(&smp, l->img.hp.vocab_size, &o->sp);
+	if (ret)
+		goto out_fwd;
+	for (size_t i = 0; i < n_ids; i++)
+		nb_sampler_accept(&smp, ids[i]);
+	ret = nb_fwd_prompt(&f, ids, n_ids, 0, &logits);
+	st->t_prompt = (nb_sys_now() * 1e3) - t0;
+	for (uint32_t pos = (uint32_t)n_ids; !ret && st->n_gen < o->n_predict; pos++) {
+		size_t len;
+
+		ret = nb_sampler_sample(&smp, logits, &tok);
+		if (ret || tok == nb_tok_eos(l->tok))
+			break;
+		if (st->n_gen++ == 0)
+			st->t_first = (nb_sys_now() * 1e3) - t0;
+		nb_sampler_accept(&smp, tok);
+		ret = nb_tok_piece(l->tok, prev, tok, piece, sizeof(piece), &len);
+		if (ret || nb_stop_feed(&o->stop, piece, len, emit_stdout, NULL))
+			break;
+		prev = tok;
+		if (pos + 1 >= ctx) {
+			nb_info("run: context of %u tokens is full", ctx);
+			break;
+		}
+		ret = nb_fwd_token(&f, tok, pos, &logits);
+	}
+	nb_stop_flush(&o->stop, emit_stdout, NULL);
+	st->t_gen = (nb_sys_now() * 1e3) - t0 - st->t_prompt;
+	nb_sampler_close(&smp);
+out_fwd:
+	nb_fwd_close(&f);
+	return ret;
+}
+
+static void print_memory(const struct nb_llm *l, uint32_t ctx)
+{
+	const struct nb_hparams *hp = &l->img.hp;
+	uint64_t kv = 2ull * hp->n_layers * ctx * hp->n_kv_heads * hp->head_dim * sizeof(float);
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	fprintf(stderr, "memory: resident %ld KiB (peak %ld KiB); image %zu KiB, KV cache %llu KiB\n",
+		nb_sys_resident_kib(), ru.ru_maxrss, l->img.map_size / 1024, (unsigned long long)kv / 1024);
+}
+
+static void print_stats(const struct gen_stats *st)
+{
+	double gen_s = (st->t_gen - (st->t_first - st->t_prompt)) / 1e3;
+
+	fprintf(stderr, "\nload: %.1f ms\n", st->t_load);
+	fprintf(stderr, "prompt: %zu tokens in %.1f ms (%.1f tok/s)\n", st->n_prompt, st->t_prompt,
+		st->t_prompt > 0 ? st->n_prompt / (st->t_prompt / 1e3) : 0.0);
+	fprintf(stderr, "first token: %.1f ms after the prompt was submitted\n", st->t_first);
+	fprintf(stderr, "generated: %zu tokens, %.1f tok/s after the first\n", st->n_gen,
+		st->n_gen > 1 && gen_s > 0 ? (st->n_gen - 1) / gen_s : 0.0);
+}
+
+static int encode_prompt(struct nb_llm *l, const struct run_opts *o, int32_t **ids, size_t *n)
+{
+	int ret = nb_tok_encode_alloc(l->tok, o->prompt, strlen(o->prompt), o->add_bos, 0, ids, n);
+
+	if (ret == -NB_EFORMAT)
+		nb_err("run: the prompt is not valid UTF-8");
+	else if (ret)
+		nb_err("run: cannot tokenize the prompt: %s", nb_strerror(ret));
+	else if (*n == 0) {
+		nb_err("run: empty prompt and no BOS token to start from");
+		ret = -NB_EINVAL;
+	}
+	return ret;
+}
+
+/* llama.cpp's defaults, which suit small story models too; a fresh seed
+ * each run unless --seed. */
+static void set_default_sampling(struct nb_sampler_params *p)
+{
+	struct timespec ts;
+
+	nb_sampler_params_default(p);
+	p->temperature = 0.8f;
+	p->top_k = 40;
+	p->top_p = 0.95f;
+	p->min_p = 0.05f;
+	p->repeat_penalty = 1.1f;
+	p->repeat_last_n = 64;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	p->seed = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
+}
+
+static int run_main(int argc, char **argv)
+{
+	struct run_opts o = { .n_predict = 256, .echo = 1, .add_bos = 1 };
+	struct gen_stats st = { 0 };
+	struct nb_pool pool;
+	struct nb_cpu cpu;
+	struct nb_llm l;
+	char *stdin_prompt = NULL;
+	int32_t *ids = NULL;
+	double t0;
+	int ret;
+
+	set_default_sampling(&o.sp);
+	nb_stop_init(&o.stop);
+	nb_cpu_detect(&cpu);
+	o.threads = (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus : CONFIG_MAX_THREADS);
+	if (parse_opts(&o, argc, argv))
+		return NB_EXIT_USAGE;
+	if (!o.prompt || strcmp(o.prompt, "-") == 0) {
+		if (!o.prompt && isatty(STDIN_FILENO))
+			o.prompt = "";
+		else if (!(o.prompt = stdin_prompt = read_stdin()))
+			return NB_EXIT_FAIL;
+	}
+	t0 = (nb_sys_now() * 1e3);
+	if (nb_llm_open(&l, o.model, nb_image_default_flags()))
+		goto out_free;
+	st.t_load = (nb_sys_now() * 1e3) - t0;
+	ret = encode_prompt(&l, &o, &ids, &st.n_prompt);
+	if (ret)
+		goto out;
+	if (o.ctx == 0 || o.ctx > l.img.hp.seq_len)
+		o.ctx = l.img.hp.seq_len;
+	if (st.n_prompt >= o.ctx) {
+		nb_err("run: the prompt is %zu tokens, the context holds %u", st.n_prompt, o.ctx);
+		ret = -NB_ERANGE;
+		goto out;
+	}
+	ret = nb_pool_open(&pool, o.threads, NULL);
+	if (ret)
+		goto out;
+	if (o.echo)
+		emit_stdout(NULL, o.prompt, strlen(o.prompt));
+	ret = generate(&l, &o, &pool, ids, st.n_prompt, &st);
+	nb_pool_close(&pool);
+	printf("\n");
+	if (ret)
+		nb_err("run: generation failed: %s", nb_strerror(ret));
+	else if (o.verbose) {
+		print_stats(&st);
+		print_memory(&l, o.ctx);
+		fprintf(stderr, "seed: %llu, threads: %u\n", (unsigned long long)o.sp.seed, o.threads);
+	}
+out:
+	nb_llm_close(&l);
+	free(ids);
+	free(stdin_prompt);
+	return ret ? NB_EXIT_FAIL : NB_EXIT_OK;
+out_free:
+	free(stdin_prompt);
+	return NB_EXIT_FAIL;
+}
+
+const struct nb_applet nb_applet_run = {
+	.name = "run",
+	.summary = "generate text from a model image",
+	.usage = "usage: nibble run -m MODEL.nib [-p PROMPT | -p - | < prompt.txt] [options]\n\n"
+		 "Streams the continuation of the prompt to stdout (the prompt is echoed\n"
+		 "first unless --no-echo). Without -p, the prompt is read from stdin when\n"
+		 "it is not a terminal. Stops at -n tokens, the end-of-sequence token, a stop\n"
+		 "string, or a full context.\n\n"
+		 "  -m, --model FILE        model image (.nib)\n"
+		 "  -p, --prompt TEXT       prompt; '-' reads stdin\n"
+		 "  -n, --n-predict N       tokens to generate (256)\n"
+		 "      --temp T            temperature; 0 = greedy (0.8)\n"
+		 "      --top-k K           keep the K most likely tokens; 0 = off (40)\n"
+		 "      --top-p P           nucleus sampling mass; 1 = off (0.95)\n"
+		 "      --min-p P           drop tokens below P x the most likely; 0 = off (0.05)\n"
+		 "      --repeat-penalty R  penalize recent tokens; 1 = off (1.1)\n"
+		 "      --repeat-last-n N   how many recent tokens; 0 = off (64)\n"
+		 "      --seed N            the same seed gives the same text (random)\n"
+		 "      --stop STR          stop before STR (repeatable, up to 8)\n"
+		 "      --ctx N             context length (the model's); its KV cache is\n"
+		 "                          allocated whole at start\n"
+		 "      --no-echo           do not print the prompt\n"
+		 "      --no-bos            do not start with the BOS token\n"
+		 "  -t, --threads N         worker threads (the CPUs, at most CONFIG_MAX_THREADS)\n"
+		 "  -v, --verbose           print load time, time to first token, tokens/s\n",
+	.main = run_main,
+};

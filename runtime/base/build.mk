@@ -1,0 +1,2 @@
+# Base: errors, logging, system queries, argument parsing. Used by every layer.
+obj-y += runtime/base/err.o runtime/base/log.o runtime/base/sys.o runtime/base/args.o

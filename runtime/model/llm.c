@@ -1,0 +1,118 @@
+#include "runtime/model/llm.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void nb_llm_init(struct nb_llm *l)
+{
+	nb_image_init(&l->img);
+	l->tok = NULL;
+	nb_model_init(&l->model);
+}
+
+static int open_tokenizer(struct nb_llm *l, const char *path)
+{
+	struct nb_tok_spec spec;
+	int ret;
+
+	nb_tok_spec_init(&spec);
+	ret = nb_tok_spec_parse(&spec, l->img.tok_blob, l->img.tok_size);
+	if (!ret)
+		ret = nb_tok_open(&l->tok, &spec);
+	if (!ret && nb_tok_vocab_size(l->tok) != l->img.hp.vocab_size) {
+		nb_err("%s: tokenizer has %u pieces, the model %u", path, nb_tok_vocab_size(l->tok),
+		       l->img.hp.vocab_size);
+		ret = -NB_EFORMAT;
+	}
+	if (ret)
+		nb_err("%s: bad tokenizer section (%s)", path, nb_strerror(ret));
+	nb_tok_spec_free(&spec);
+	return ret;
+}
+
+int nb_llm_open(struct nb_llm *l, const char *path, unsigned image_flags)
+{
+	int ret;
+
+	nb_llm_init(l);
+	ret = nb_image_open(&l->img, path, image_flags);
+	if (ret)
+		return ret;
+	ret = open_tokenizer(l, path);
+	if (ret)
+		goto fail;
+	ret = nb_model_bind(&l->model, &l->img.hp, l->img.tensors, l->img.n_tensors);
+	if (ret) {
+		nb_err("%s: tensors do not match the model (%s)", path, nb_strerror(ret));
+		goto fail;
+	}
+	return 0;
+fail:
+	nb_llm_close(l);
+	return ret;
+}
+
+void nb_llm_close(struct nb_llm *l)
+{
+	nb_model_free(&l->model);
+	nb_tok_close(l->tok);
+	l->tok = NULL;
+	nb_image_close(&l->img);
+}
+
+int32_t nb_llm_argmax(const float *v, uint32_t n)
+{
+	int32_t best = 0;
+
+	for (uint32_t i = 1; i < n; i++)
+		if (v[i] > v[best])
+			best = (int32_t)i;
+	return best;
+}
+
+int nb_llm_greedy(const struct nb_model *m, const int32_t *prompt, uint32_t n_prompt,
+		  uint32_t steps, int32_t *out)
+{
+	uint32_t ctx = n_prompt + steps;
+	struct nb_fwd f;
+	float *logits;
+	int ret;
+
+	if (n_prompt == 0 || ctx > m->hp.seq_len)
+		return -NB_ERANGE;
+	ret = nb_fwd_open(&f, m, ctx);
+	if (ret)
+		return ret;
+	ret = nb_fwd_prompt(&f, prompt, n_prompt, 0, &logits);
+	for (uint32_t i = 0; !ret && i < steps; i++) {
+		out[i] = nb_llm_argmax(logits, m->hp.vocab_size);
+		if (i + 1 < steps)
+			ret = nb_fwd_token(&f, out[i], n_prompt + i, &logits);
+	}
+	nb_fwd_close(&f);
+	return ret;
+}
+
+int nb_llm_check_golden(const struct nb_llm *l, uint32_t *first_diff)
+{
+	const struct nb_image_golden *g = l->img.golden;
+	int32_t *got;
+	int ret;
+
+	if (!g)
+		return -NB_ENOENT;
+	got = malloc(g->n_expected * sizeof(*got) + 1);
+	if (!got)
+		return -NB_ENOMEM;
+	ret = nb_llm_greedy(&l->model, g->ids, g->n_prompt, g->n_expected, got);
+	for (uint32_t i = 0; !ret && i < g->n_expected; i++) {
+		if (got[i] != g->ids[g->n_prompt + i]) {
+			*first_diff = i;
+			ret = -NB_ESELFTEST;
+		}
+	}
+	free(got);
+	return ret;
+}

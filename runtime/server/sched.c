@@ -1,0 +1,490 @@
+#include "runtime/base/sys.h"
+#include "runtime/server/sched.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+
+const double nb_sched_buckets[NB_SCHED_HIST] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+						 0.5,   1,    2.5,   5,    10,  30 };
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+struct nb_job *nb_job_new(const int32_t *prompt, uint32_t n_prompt)
+{
+	struct nb_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->prompt = malloc((n_prompt ? n_prompt : 1) * sizeof(int32_t));
+	if (!j->prompt) {
+		free(j);
+		return NULL;
+	}
+	memcpy(j->prompt, prompt, n_prompt * sizeof(int32_t));
+	j->n_prompt = n_prompt;
+	j->stop_token = -1;
+	atomic_init(&j->refs, 1);
+	atomic_init(&j->cancel, false);
+	pthread_mutex_init(&j->lock, NULL);
+	j->t_submit = nb_sys_now();
+	return j;
+}
+
+void nb_job_ref(struct nb_job *j)
+{
+	atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+}
+
+void nb_job_unref(struct nb_job *j)
+{
+	if (!j || atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	for (uint32_t i = 0; i < j->n_stop; i++)
+		free(j->stop_strs[i]);
+	pthread_mutex_destroy(&j->lock);
+	free(j->prompt);
+	free(j->text);
+	free(j);
+}
+
+enum nb_finish nb_job_take(struct nb_job *j, char **buf, size_t *len, uint32_t *n_gen)
+{
+	enum nb_finish f;
+
+	pthread_mutex_lock(&j->lock);
+	*buf = j->text;
+	*len = j->text_len;
+	j->text = NULL;
+	j->text_len = j->text_cap = 0;
+	f = j->finish;
+	*n_gen = j->n_gen;
+	pthread_mutex_unlock(&j->lock);
+	return f;
+}
+
+/* Appends under the job's lock; doubling, so rarely an allocation. */
+static void job_append(void *arg, const char *buf, size_t len)
+{
+	struct nb_job *j = arg;
+
+	pthread_mutex_lock(&j->lock);
+	if (j->text_len + len > j->text_cap) {
+		size_t cap = j->text_cap ? j->text_cap * 2 : 256;
+		char *p;
+		while (cap < j->text_len + len)
+			cap *= 2;
+		p = realloc(j->text, cap);
+		if (!p) {
+			pthread_mutex_unlock(&j->lock);
+			return;
+		}
+		j->text = p;
+		j->text_cap = cap;
+	}
+	memcpy(j->text + j->text_len, buf, len);
+	j->text_len += len;
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+static void observe(atomic_ulong *hist, atomic_ulong *count, atomic_ullong *sum, double secs)
+{
+	for (int b = 0; b <= NB_SCHED_HIST; b++)
+		if (b == NB_SCHED_HIST || secs <= nb_sched_buckets[b])
+			atomic_fetch_add_explicit(&hist[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(count, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(sum, (unsigned long long)(secs * 1e6), memory_order_relaxed);
+}
+
+/* ---- the scheduler thread ------------------------------------------------- */
+
+/* Puts a job on the ready list (one reference for the submitter). */
+static void mark_ready(struct nb_sched *s, struct nb_job *j)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!j->queued_ready) {
+		j->queued_ready = true;
+		j->next_ready = s->ready;
+		s->ready = j;
+		nb_job_ref(j);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void notify(struct nb_sched *s)
+{
+	uint64_t one = 1;
+
+	if (s->o.notify_fd >= 0 && write(s->o.notify_fd, &one, sizeof(one)) < 0)
+		nb_dbg("sched: eventfd write failed");
+}
+
+static void finish_job(struct nb_sched *s, struct nb_job *j, enum nb_finish f)
+{
+	pthread_mutex_lock(&j->lock);
+	j->finish = f;
+	j->t_done = nb_sys_now();
+	pthread_mutex_unlock(&j->lock);
+	atomic_fetch_add_explicit(&s->stats.requests[f], 1, memory_order_relaxed);
+	mark_ready(s, j);
+}
+
+static void finish_slot(struct nb_sched *s, struct nb_slot *sl, enum nb_finish f)
+{
+	if (f == NB_FINISH_STOP || f == NB_FINISH_LENGTH)
+		nb_stop_flush(&sl->stop, job_append, sl->job);
+	finish_job(s, sl->job, f);
+	nb_job_unref(sl->job);
+	nb_sampler_close(&sl->smp);
+	sl->job = NULL;
+	atomic_fetch_sub_explicit(&s->stats.busy_slots, 1, memory_order_relaxed);
+}
+
+static int start_slot(struct nb_sched *s, struct nb_slot *sl, struct nb_job *j)
+{
+	int ret = nb_sampler_open(&sl->smp, s->llm->model.hp.vocab_size, &j->sp);
+
+	if (ret)
+		return ret;
+	nb_stop_init(&sl->stop);
+	for (uint32_t i = 0; i < j->n_stop; i++)
+		nb_stop_add(&sl->stop, j->stop_strs[i]);
+	for (uint32_t i = 0; i < j->n_prompt; i++)
+		nb_sampler_accept(&sl->smp, j->prompt[i]);
+	sl->job = j;
+	sl->pos = 0;
+	sl->prefilled = 0;
+	sl->last = j->prompt[j->n_prompt - 1];
+	atomic_fetch_add_explicit(&s->stats.busy_slots, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->stats.prompt_tokens, j->n_prompt, memory_order_relaxed);
+	return 0;
+}
+
+/* Moves queued jobs into free slots. Called with s->lock held. */
+static void admit(struct nb_sched *s)
+{
+	for (uint32_t i = 0; i < s->o.slots && s->q_len > 0; i++) {
+		struct nb_slot *sl = &s->slots[i];
+		struct nb_job *j;
+
+		if (sl->job)
+			continue;
+		j = s->queue[s->q_head];
+		s->q_head = (s->q_head + 1) % s->o.queue;
+		s->q_len--;
+		atomic_store_explicit(&s->stats.queue_depth, s->q_len, memory_order_relaxed);
+		pthread_mutex_unlock(&s->lock);
+		if (start_slot(s, sl, j)) {
+			finish_job(s, j, NB_FINISH_ERROR);
+			nb_job_unref(j);
+		}
+		pthread_mutex_lock(&s->lock);
+	}
+}
+
+static bool any_active(const struct nb_sched *s)
+{
+	for (uint32_t i = 0; i < s->o.slots; i++)
+		if (s->slots[i].job)
+			return true;
+	return false;
+}
+
+/* A sampled token: text to the job, or the end of it. */
+static void accept_token(struct nb_sched *s, struct nb_slot *sl, const float *logits, double now)
+{
+	struct nb_job *j = sl->job;
+	char piece[256];
+	size_t len = 0;
+	int32_t tok;
+
+	if (nb_sampler_sample(&sl->smp, logits, &tok)) {
+		finish_slot(s, sl, NB_FINISH_ERROR);
+		return;
+	}
+	if (tok == nb_tok_eos(s->llm->tok) || tok == j->stop_token) {
+		finish_slot(s, sl, NB_FINISH_STOP);
+		return;
+	}
+	nb_sampler_accept(&sl->smp, tok);
+	if (j->n_gen == 0) {
+		j->t_first = now;
+		observe(s->stats.ttft_hist, &s->stats.ttft_count, &s->stats.ttft_sum_us, now - j->t_submit);
+	} else {
+		observe(s->stats.tpot_hist, &s->stats.tpot_count, &s->stats.tpot_sum_us, now - sl->t_last);
+	}
+	sl->t_last = now;
+	pthread_mutex_lock(&j->lock);
+	j->n_gen++;
+	pthread_mutex_unlock(&j->lock);
+	atomic_fetch_add_explicit(&s->stats.gen_tokens, 1, memory_order_relaxed);
+	nb_tok_piece(s->llm->tok, sl->last, tok, piece, sizeof(piece), &len);
+	sl->last = tok;
+	if (nb_stop_feed(&sl->stop, piece, len, job_append, j))
+		finish_slot(s, sl, NB_FINISH_STOP);
+	else if (j->n_gen >= j->max_tokens || sl->pos + 1 >= s->o.ctx)
+		finish_slot(s, sl, NB_FINISH_LENGTH);
+	else
+		mark_ready(s, j);
+}
+
+/* Rows of one step: every decoding slot, then prompt chunks. */
+static uint32_t plan_step(struct nb_sched *s)
+{
+	uint32_t n = 0, budget = s->o.chunk;
+
+	for (uint32_t i = 0; i < s->o.slots; i++) {
+		struct nb_slot *sl = &s->slots[i];
+		if (!sl->job || sl->prefilled < sl->job->n_prompt)
+			continue;
+		s->tokens[n] = sl->last;
+		s->pos[n] = sl->pos;
+		s->kvs[n] = &sl->kv;
+		s->want[n] = 1;
+		s->row_slot[n++] = i;
+	}
+	for (uint32_t i = 0; i < s->o.slots && budget > 0; i++) {
+		struct nb_slot *sl = &s->slots[i];
+		uint32_t left, take;
+		if (!sl->job || sl->prefilled >= sl->job->n_prompt)
+			continue;
+		left = sl->job->n_prompt - sl->prefilled;
+		take = left < budget ? left : budget;
+		for (uint32_t k = 0; k < take; k++) {
+			s->tokens[n] = sl->job->prompt[sl->prefilled + k];
+			s->pos[n] = sl->prefilled + k;
+			s->kvs[n] = &sl->kv;
+			s->want[n] = k + 1 == left; /* logits of the last prompt token */
+			s->row_slot[n++] = i;
+		}
+		budget -= take;
+	}
+	return n;
+}
+
+static void step(struct nb_sched *s)
+{
+	const uint32_t vocab = s->llm->model.hp.vocab_size;
+	uint32_t n = plan_step(s), k = 0;
+	float *logits;
+	double now;
+
+	if (n && nb_fwd_batch(&s->fwd, n, s->tokens, s->pos, s->kvs, s->want, &logits) != 0) {
+		for (uint32_t i = 0; i < s->o.slots; i++)
+			if (s->slots[i].job)
+				finish_slot(s, &s->slots[i], NB_FINISH_ERROR);
+		return;
+	}
+	now = nb_sys_now();
+	for (uint32_t r = 0; r < n; r++) {
+		struct nb_slot *sl = &s->slots[s->row_slot[r]];
+		bool decode = sl->prefilled == sl->job->n_prompt;
+
+		sl->pos++;
+		if (!decode)
+			sl->prefilled++;
+		if (s->want[r] && sl->job)
+			accept_token(s, sl, logits + (size_t)(k++) * vocab, now);
+	}
+	for (uint32_t i = 0; i < s->o.slots; i++) {
+		struct nb_slot *sl = &s->slots[i];
+		if (sl->job && atomic_load_explicit(&sl->job->cancel, memory_order_relaxed))
+			finish_slot(s, sl, NB_FINISH_CANCEL);
+	}
+}
+
+static void update_rate(struct nb_sched *s, double *w_start, unsigned long *w_tokens)
+{
+	double now = nb_sys_now();
+	unsigned long tokens = atomic_load_explicit(&s->stats.gen_tokens, memory_order_relaxed);
+
+	if (now - *w_start >= 1.0) {
+		atomic_store(&s->stats.tokens_per_s, (tokens - *w_tokens) / (now - *w_start));
+		*w_start = now;
+		*w_tokens = tokens;
+	}
+}
+
+static void drain(struct nb_sched *s)
+{
+	for (uint32_t i = 0; i < s->o.slots; i++)
+		if (s->slots[i].job)
+			finish_slot(s, &s->slots[i], NB_FINISH_CANCEL);
+	pthread_mutex_lock(&s->lock);
+	while (s->q_len > 0) {
+		struct nb_job *j = s->queue[s->q_head];
+		s->q_head = (s->q_head + 1) % s->o.queue;
+		s->q_len--;
+		pthread_mutex_unlock(&s->lock);
+		finish_job(s, j, NB_FINISH_CANCEL);
+		nb_job_unref(j);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	notify(s);
+}
+
+static void *sched_main(void *arg)
+{
+	struct nb_sched *s = arg;
+	double w_start = nb_sys_now();
+	unsigned long w_tokens = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		while (!s->stopping && s->q_len == 0 && !any_active(s)) {
+			atomic_store(&s->stats.tokens_per_s, 0.0);
+			pthread_cond_wait(&s->wake, &s->lock);
+		}
+		if (s->stopping) {
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		admit(s);
+		pthread_mutex_unlock(&s->lock);
+		step(s);
+		notify(s);
+		update_rate(s, &w_start, &w_tokens);
+	}
+	drain(s);
+	return NULL;
+}
+
+/* ---- public -------------------------------------------------------------- */
+
+int nb_sched_submit(struct nb_sched *s, struct nb_job *j)
+{
+	int ret = 0;
+
+	if (j->n_prompt == 0 || j->n_prompt + 1 > s->o.ctx)
+		return -NB_ERANGE;
+	pthread_mutex_lock(&s->lock);
+	if (s->stopping) {
+		ret = -NB_ECANCELED;
+	} else if (s->q_len == s->o.queue) {
+		ret = -NB_EBUSY;
+		atomic_fetch_add_explicit(&s->stats.rejected, 1, memory_order_relaxed);
+	} else {
+		nb_job_ref(j);
+		s->queue[(s->q_head + s->q_len) % s->o.queue] = j;
+		s->q_len++;
+		atomic_store_explicit(&s->stats.queue_depth, s->q_len, memory_order_relaxed);
+		pthread_cond_signal(&s->wake);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+struct nb_job *nb_sched_ready(struct nb_sched *s)
+{
+	struct nb_job *list, *j;
+
+	pthread_mutex_lock(&s->lock);
+	list = s->ready;
+	s->ready = NULL;
+	for (j = list; j; j = j->next_ready)
+		j->queued_ready = false;
+	pthread_mutex_unlock(&s->lock);
+	return list;
+}
+
+static int alloc_scratch(struct nb_sched *s, uint32_t rows)
+{
+	s->tokens = calloc(rows, sizeof(*s->tokens));
+	s->pos = calloc(rows, sizeof(*s->pos));
+	s->kvs = calloc(rows, sizeof(*s->kvs));
+	s->want = calloc(rows, sizeof(*s->want));
+	s->row_slot = calloc(rows, sizeof(*s->row_slot));
+	s->queue = calloc(s->o.queue, sizeof(*s->queue));
+	s->slots = calloc(s->o.slots, sizeof(*s->slots));
+	return s->tokens && s->pos && s->kvs && s->want && s->row_slot && s->queue && s->slots
+		       ? 0 : -NB_ENOMEM;
+}
+
+int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_sched_opts *o)
+{
+	const uint32_t rows = o->slots + o->chunk;
+	struct nb_fwd_opts fo = { .max_ctx = o->ctx, .max_batch = rows };
+	int ret;
+
+	memset(s, 0, sizeof(*s));
+	s->o = *o;
+	s->llm = llm;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->wake, NULL);
+	if (o->slots == 0 || o->queue == 0 || o->chunk == 0 || o->ctx == 0 ||
+	    o->ctx > llm->model.hp.seq_len) {
+		nb_err("sched: slots, queue and chunk must be > 0 and ctx in 1..%u",
+		       llm->model.hp.seq_len);
+		return -NB_EINVAL;
+	}
+	ret = alloc_scratch(s, rows);
+	for (uint32_t i = 0; !ret && i < o->slots; i++)
+		ret = nb_kv_open(&s->slots[i].kv, &llm->model, o->ctx);
+	/* Workers pinned to CPUs 1.., thread 0 (the scheduler's own, which
+	 * does not exist yet) left to the kernel. */
+	if (!ret) {
+		int cpus[CONFIG_MAX_THREADS];
+		for (uint32_t i = 0; i < CONFIG_MAX_THREADS; i++)
+			cpus[i] = i == 0 ? -1 : (int)i;
+		ret = nb_pool_open(&s->pool, o->threads, cpus);
+	}
+	fo.pool = &s->pool;
+	if (!ret)
+		ret = nb_fwd_open_opts(&s->fwd, &llm->model, &fo);
+	if (!ret && pthread_create(&s->thread, NULL, sched_main, s) != 0)
+		ret = -NB_ENOMEM;
+	if (ret) {
+		nb_sched_close(s);
+		return ret;
+	}
+	s->started = true;
+	return 0;
+}
+
+void nb_sched_stop(struct nb_sched *s)
+{
+	if (!s->started)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stopping = true;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(s->thread, NULL);
+	s->started = false;
+}
+
+void nb_sched_close(struct nb_sched *s)
+{
+	struct nb_job *j;
+
+	nb_sched_stop(s);
+	while ((j = nb_sched_ready(s)) != NULL) {
+		while (j) {
+			struct nb_job *next = j->next_ready;
+			nb_job_unref(j);
+			j = next;
+		}
+	}
+	for (uint32_t i = 0; s->slots && i < s->o.slots; i++)
+		nb_kv_close(&s->slots[i].kv);
+	nb_fwd_close(&s->fwd);
+	nb_pool_close(&s->pool);
+	free(s->tokens);
+	free(s->pos);
+	free(s->kvs);
+	free(s->want);
+	free(s->row_slot);
+	free(s->queue);
+	free(s->slots);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->wake);
+	/* Closed and zeroed: closing again is harmless. */
+	memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,134 @@
+/* The scheduler: a fixed number of slots (each with its own KV cache and
+ * sampler) served by one inference thread with continuous batching. New
+ * jobs join between decode steps; prompts are processed in chunks so that
+ * running streams keep flowing; every step runs all active rows -- decode
+ * tokens and prompt chunks of different slots -- as one batched forward
+ * pass. Rows never influence each other, so a job's tokens are the same
+ * whatever else runs beside it.
+ *
+ * Jobs are shared by the submitter (the server's event loop) and the
+ * scheduler, reference-counted. The scheduler appends generated text to a
+ * job and signals an eventfd; the loop takes the text with nb_job_take. */
+#ifndef NB_SCHED_H
+#define NB_SCHED_H
+
+#include "runtime/model/finish.h"
+#include "runtime/model/forward.h"
+#include "runtime/model/llm.h"
+#include "runtime/model/pool.h"
+#include "runtime/model/sampler.h"
+#include "runtime/model/stop.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+
+struct nb_job {
+	/* in: set before nb_sched_submit, then read-only */
+	int32_t *prompt;       /* owned */
+	uint32_t n_prompt;
+	uint32_t max_tokens;
+	struct nb_sampler_params sp;
+	char *stop_strs[NB_STOP_MAX]; /* owned */
+	uint32_t n_stop;
+	int32_t stop_token;    /* ends the answer like EOS (a chat end-of-turn), or -1 */
+	void *owner;           /* the submitter's (the connection) */
+
+	atomic_int refs;
+	atomic_bool cancel;    /* set by the submitter: stop at the next step */
+
+	pthread_mutex_t lock;  /* guards everything below */
+	char *text;            /* generated text not yet taken */
+	size_t text_len, text_cap;
+	enum nb_finish finish;
+	uint32_t n_gen;        /* tokens generated */
+	double t_submit, t_first, t_done; /* monotonic seconds */
+	bool queued_ready;     /* on the scheduler's ready list */
+	struct nb_job *next_ready;
+};
+
+/* A new job with one reference, prompt copied. NULL on no memory. */
+struct nb_job *nb_job_new(const int32_t *prompt, uint32_t n_prompt);
+void nb_job_ref(struct nb_job *j);
+void nb_job_unref(struct nb_job *j);
+/* Moves the job's new text into buf (malloc'd, caller frees) and returns
+ * its state. */
+enum nb_finish nb_job_take(struct nb_job *j, char **buf, size_t *len, uint32_t *n_gen);
+
+#define NB_SCHED_HIST 12 /* latency histogram buckets */
+
+struct nb_sched_stats {
+	atomic_ulong requests[NB_FINISH_ERROR + 1]; /* by outcome */
+	atomic_ulong rejected;                      /* queue full */
+	atomic_ulong prompt_tokens, gen_tokens;
+	atomic_ulong ttft_hist[NB_SCHED_HIST + 1];  /* cumulative by bucket, +Inf last */
+	atomic_ulong ttft_count;
+	atomic_ullong ttft_sum_us;
+	atomic_ulong tpot_hist[NB_SCHED_HIST + 1];  /* time per output token */
+	atomic_ulong tpot_count;
+	atomic_ullong tpot_sum_us;
+	atomic_uint queue_depth, busy_slots;
+	_Atomic double tokens_per_s;                /* over the last window */
+};
+
+/* Bucket upper bounds (seconds) of both histograms. */
+extern const double nb_sched_buckets[NB_SCHED_HIST];
+
+struct nb_sched_opts {
+	uint32_t slots;      /* concurrent sequences */
+	uint32_t ctx;        /* KV positions per slot */
+	uint32_t queue;      /* jobs waiting for a slot, at most */
+	uint32_t chunk;      /* prompt tokens per slot per step */
+	uint32_t threads;    /* worker threads of the forward pass */
+	int notify_fd;       /* eventfd written when jobs have news */
+};
+
+struct nb_slot {
+	struct nb_job *job;
+	struct nb_kv kv;
+	struct nb_sampler smp;
+	struct nb_stop stop;
+	uint32_t pos;        /* tokens in the cache */
+	uint32_t prefilled;  /* prompt tokens processed */
+	int32_t last;        /* last token, fed at the next decode step */
+	double t_last;       /* time of the last token */
+};
+
+struct nb_sched {
+	struct nb_sched_opts o;
+	const struct nb_llm *llm;
+	struct nb_pool pool;
+	struct nb_fwd fwd;
+	struct nb_slot *slots;
+	pthread_t thread;
+	pthread_mutex_t lock; /* guards queue, ready, stopping */
+	pthread_cond_t wake;
+	struct nb_job **queue;
+	uint32_t q_head, q_len;
+	struct nb_job *ready; /* jobs with news for the submitter */
+	bool stopping, started;
+	struct nb_sched_stats stats;
+	/* batch scratch, [max rows] */
+	int32_t *tokens;
+	uint32_t *pos;
+	struct nb_kv **kvs;
+	uint8_t *want;
+	uint32_t *row_slot;
+};
+
+int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_sched_opts *o);
+/* Stops taking work, cancels every job (queued and running end with
+ * NB_FINISH_CANCEL, announced on the ready list) and joins the thread. */
+void nb_sched_stop(struct nb_sched *s);
+/* nb_sched_stop, then drops unread news and frees everything. */
+void nb_sched_close(struct nb_sched *s);
+/* Queues a job (takes a reference). -NB_EBUSY if the queue is full,
+ * -NB_ECANCELED while stopping, -NB_ERANGE if it can never fit a slot. */
+int nb_sched_submit(struct nb_sched *s, struct nb_job *j);
+/* The jobs with news since the last call, as a list through next_ready
+ * (one reference each, to drop with nb_job_unref). */
+struct nb_job *nb_sched_ready(struct nb_sched *s);
+
+#endif

@@ -1,0 +1,1136 @@
+/* The server's event loop: every socket, timer and scheduler notification
+ * on one epoll. A request is read and parsed (runtime/server/http.c), mapped to a
+ * generation job (runtime/server/openai.c), queued on the scheduler, and its text
+ * streamed back as the scheduler's eventfd announces it. */
+#include "runtime/base/sys.h"
+#include "runtime/server/server.h"
+#include "kernels/cpu.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/base/err.h"
+#include "runtime/base/log.h"
+#include "runtime/server/openai.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+
+enum conn_state { C_READ, C_JOB, C_DRAIN };
+
+struct conn {
+	int fd;
+	bool tcp;
+	enum conn_state state;
+	struct nb_http_parser http;
+	char *inbuf;
+	struct nb_openai_buf out; /* bytes not yet written */
+	size_t out_off;
+	bool close_after;         /* close once out is written */
+	bool want_out;            /* EPOLLOUT armed */
+	double t_active;          /* last byte in or out */
+	double t_request;         /* first byte of the current request */
+	/* the running job */
+	struct nb_job *job;
+	struct nb_openai_meta meta;
+	bool stream, head_sent, keep_alive, http10;
+	char hold[4];             /* an incomplete UTF-8 character */
+	size_t n_hold;
+	struct nb_openai_buf text; /* whole answer (not streaming) */
+	uint32_t n_prompt;
+	bool dead;                /* closed: freed at the end of the loop iteration */
+	struct conn *prev, *next;
+};
+
+struct server {
+	const struct nb_server_opts *o;
+	int ep, sfd, efd, unix_fd, tcp_fd;
+	char api_key[256];
+	size_t api_key_len;
+	struct nb_llm llm;
+	struct nb_sched sched;
+	struct nb_chat_tmpl tmpl;
+	struct nb_openai_limits lim;
+	const char *model_name;
+	char name_buf[128];
+	struct conn *conns;
+	struct conn *graveyard;   /* closed during this iteration */
+	uint32_t n_conns;
+	bool stopping;
+	double stop_deadline;
+	/* The model loads on its own thread while the loop already answers
+	 * /health with "loading" and generation requests with 503. */
+	pthread_t loader;
+	bool loader_running, loaded;
+	int load_fd, load_ret;
+	struct nb_sched_opts so;
+	uint64_t next_id;
+	int64_t created;
+	atomic_ulong http_by_status[6]; /* 1xx..5xx, index status / 100 */
+	atomic_ulong conns_total, conns_refused;
+};
+
+/* epoll tags for the non-connection descriptors */
+static char tag_signal, tag_event, tag_unix, tag_tcp, tag_load;
+
+void nb_server_opts_default(struct nb_server_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->socket_path = CONFIG_SERVER_SOCKET;
+	o->mode = 0660;
+	o->max_conns = 256;
+	o->idle_timeout = 60;
+	o->read_timeout = 10;
+	o->grace = 5;
+	o->max_out = 4u << 20;
+	o->sched = (struct nb_sched_opts){ .slots = CONFIG_SERVER_SLOTS, .ctx = 0,
+					   .queue = CONFIG_SERVER_QUEUE, .chunk = 32, .threads = 0 };
+	nb_http_limits_default(&o->http);
+}
+
+/* ---- output --------------------------------------------------------------- */
+
+static int arm(struct server *s, struct conn *c, bool out)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0),
+				  .data.ptr = c };
+	if (c->want_out == out)
+		return 0;
+	c->want_out = out;
+	return epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void close_conn(struct server *s, struct conn *c);
+
+/* Writes what the socket takes now; the rest waits for EPOLLOUT. */
+static void flush(struct server *s, struct conn *c)
+{
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0) {
+			close_conn(s, c);
+			return;
+		}
+		c->out_off += (size_t)n;
+		c->t_active = nb_sys_now();
+	}
+	if (c->out_off == c->out.len) {
+		c->out.len = c->out_off = 0;
+		if (c->close_after) {
+			close_conn(s, c);
+			return;
+		}
+	} else if (c->out.len - c->out_off > s->o->max_out) {
+		nb_warn("serve: dropping a client that does not read its answer");
+		close_conn(s, c);
+		return;
+	}
+	arm(s, c, c->out_off < c->out.len);
+}
+
+static void count_status(struct server *s, int status)
+{
+	if (status >= 100 && status < 600)
+		atomic_fetch_add_explicit(&s->http_by_status[status / 100], 1, memory_order_relaxed);
+}
+
+/* A whole response with a body. */
+static void respond(struct server *s, struct conn *c, int status, const char *type,
+		    const char *body, size_t len, const char *extra)
+{
+	const struct nb_http_resp r = { .status = status, .content_type = type,
+					.content_length = (int64_t)len, .close = !c->keep_alive,
+					.http10 = c->http10, .extra = extra };
+	char head[1024];
+	size_t n;
+
+	count_status(s, status);
+	if (nb_http_write_head(head, sizeof(head), &r, &n) || nb_openai_buf_append(&c->out, head, n) || nb_openai_buf_append(&c->out, body, len))
+		c->keep_alive = false;
+	c->close_after = !c->keep_alive;
+}
+
+static void respond_error(struct server *s, struct conn *c, int status, const char *msg,
+			  const char *extra)
+{
+	struct nb_openai_buf b;
+
+	nb_openai_buf_init(&b);
+	if (nb_openai_error_json(&b, status, msg, NULL, NULL) == 0)
+		respond(s, c, status, "application/json", b.data, b.len, extra);
+	else
+		respond(s, c, 500, "text/plain", "error\n", 6, NULL);
+	nb_openai_buf_free(&b);
+}
+
+/* One SSE event as one HTTP chunk. */
+static void put_chunk(struct conn *c, const struct nb_openai_buf *ev)
+{
+	char head[32];
+	size_t n;
+
+	if (!ev->len || nb_http_chunk_head(head, sizeof(head), ev->len, &n))
+		return;
+	nb_openai_buf_append(&c->out, head, n);
+	nb_openai_buf_append(&c->out, ev->data, ev->len);
+	nb_openai_buf_append(&c->out, "\r\n", 2);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static void end_job(struct conn *c)
+{
+	if (c->job) {
+		atomic_store(&c->job->cancel, true);
+		c->job->owner = NULL;
+		nb_job_unref(c->job);
+		c->job = NULL;
+	}
+}
+
+/* Other events of this epoll batch may still name c: it is freed at the
+ * end of the iteration (bury), not here. */
+static void close_conn(struct server *s, struct conn *c)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	end_job(c);
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->n_conns--;
+	c->next = s->graveyard;
+	s->graveyard = c;
+}
+
+static void bury(struct server *s)
+{
+	while (s->graveyard) {
+		struct conn *c = s->graveyard;
+		s->graveyard = c->next;
+		nb_openai_buf_free(&c->out);
+		nb_openai_buf_free(&c->text);
+		free(c->inbuf);
+		free(c);
+	}
+}
+
+static bool peer_allowed(const struct server *s, int fd)
+{
+	const struct nb_server_opts *o = s->o;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (!o->n_allow_uid && !o->n_allow_gid)
+		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0)
+		return false;
+	for (uint32_t i = 0; i < o->n_allow_uid; i++)
+		if (o->allow_uid[i] == cr.uid)
+			return true;
+	for (uint32_t i = 0; i < o->n_allow_gid; i++)
+		if (o->allow_gid[i] == cr.gid)
+			return true;
+	nb_warn("serve: refused a client with uid %u gid %u (not in the allowlist)",
+		(unsigned)cr.uid, (unsigned)cr.gid);
+	return false;
+}
+
+static void accept_conns(struct server *s, int lfd, bool tcp)
+{
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
+		struct conn *c = NULL;
+		struct epoll_event ev;
+
+		if (fd < 0)
+			return; /* EAGAIN, or a client that left already */
+		if (s->stopping || s->n_conns >= s->o->max_conns || (!tcp && !peer_allowed(s, fd)) ||
+		    !(c = calloc(1, sizeof(*c))) ||
+		    !(c->inbuf = malloc(nb_http_bufsize(&s->o->http)))) {
+			atomic_fetch_add_explicit(&s->conns_refused, 1, memory_order_relaxed);
+			free(c);
+			close(fd);
+			continue;
+		}
+		if (tcp)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->fd = fd;
+		c->tcp = tcp;
+		c->t_active = nb_sys_now();
+		nb_http_parser_init(&c->http, &s->o->http, c->inbuf, nb_http_bufsize(&s->o->http));
+		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+			close(fd);
+			free(c->inbuf);
+			free(c);
+			continue;
+		}
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
+		s->n_conns++;
+		atomic_fetch_add_explicit(&s->conns_total, 1, memory_order_relaxed);
+	}
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static bool path_is(const struct nb_http_req *r, const char *p)
+{
+	return r->path_len == strlen(p) && memcmp(r->path, p, r->path_len) == 0;
+}
+
+static bool authorized(const struct server *s, const struct conn *c, const struct nb_http_req *r)
+{
+	const char *tok;
+	size_t len;
+	unsigned char diff = 0;
+
+	if (!c->tcp)
+		return true;
+	if (!nb_http_bearer(r, &tok, &len) || len != s->api_key_len)
+		return false;
+	for (size_t i = 0; i < len; i++) /* constant time */
+		diff |= (unsigned char)(tok[i] ^ s->api_key[i]);
+	return diff == 0;
+}
+
+static void send_metrics(struct server *s, struct conn *c);
+
+static void send_health(struct server *s, struct conn *c)
+{
+	const char *st = !s->loaded ? "loading" : s->stopping ? "stopping"
+			 : atomic_load(&s->sched.stats.queue_depth) >= s->sched.o.queue ? "degraded"
+			 : "ready";
+	char body[160];
+	int n = snprintf(body, sizeof(body),
+			 "{\"status\":\"%s\",\"slots\":%u,\"busy_slots\":%u,\"queue_depth\":%u}\n", st,
+			 s->sched.o.slots, atomic_load(&s->sched.stats.busy_slots),
+			 atomic_load(&s->sched.stats.queue_depth));
+	respond(s, c, strcmp(st, "ready") && strcmp(st, "degraded") ? 503 : 200,
+		"application/json", body, (size_t)n, NULL);
+}
+
+static void send_models(struct server *s, struct conn *c)
+{
+	struct nb_openai_buf b;
+
+	nb_openai_buf_init(&b);
+	if (nb_openai_models(&b, s->model_name, s->created) == 0)
+		respond(s, c, 200, "application/json", b.data, b.len, NULL);
+	else
+		respond_error(s, c, 500, "out of memory", NULL);
+	nb_openai_buf_free(&b);
+}
+
+/* Prompt text -> token ids -> a job on the scheduler. */
+static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
+{
+	/* Worst case, byte fallback: a space becomes U+2581, three byte
+	 * tokens; plus BOS and the space prefix. */
+	size_t max = 3 * g->prompt_len + 8, n = 0;
+	int32_t *ids = malloc(max * sizeof(int32_t));
+	struct nb_job *j = NULL;
+	int ret;
+
+	if (!ids)
+		return -NB_ENOMEM;
+	ret = nb_chat_encode(s->llm.tok, g->prompt, g->prompt_len, g->specials, g->n_specials, ids,
+			     max, &n);
+	if (!ret && n == 0)
+		ret = -NB_EINVAL;
+	if (!ret && !(j = nb_job_new(ids, (uint32_t)n)))
+		ret = -NB_ENOMEM;
+	free(ids);
+	if (ret)
+		return ret;
+	j->max_tokens = g->max_tokens ? g->max_tokens : s->sched.o.ctx;
+	j->sp = g->sp;
+	if (!g->seed_set)
+		j->sp.seed = s->next_id * 0x9e3779b97f4a7c15ull;
+	for (size_t i = 0; i < g->n_stop && i < NB_STOP_MAX; i++) {
+		j->stop_strs[i] = g->stop[i];
+		g->stop[i] = NULL;
+		j->n_stop++;
+	}
+	if (g->end_of_turn)
+		j->stop_token = nb_chat_token_id(s->llm.tok, g->end_of_turn);
+	j->owner = c;
+	ret = nb_sched_submit(&s->sched, j);
+	if (ret) {
+		nb_job_unref(j);
+		return ret;
+	}
+	c->job = j;
+	c->n_prompt = (uint32_t)n;
+	return 0;
+}
+
+static void handle_generate(struct server *s, struct conn *c, const struct nb_http_req *r,
+			    bool chat)
+{
+	struct nb_gen_request g;
+	struct nb_openai_error err;
+	struct nb_openai_buf b;
+	int ret;
+
+	nb_gen_request_init(&g);
+	nb_openai_buf_init(&b);
+	ret = chat ? nb_openai_parse_chat(r->body, r->body_len, &s->lim, &g, &err)
+		   : nb_openai_parse_completion(r->body, r->body_len, &s->lim, &g, &err);
+	if (ret) {
+		if (nb_openai_error_from(&b, &err) == 0)
+			respond(s, c, err.status, "application/json", b.data, b.len, NULL);
+		goto out;
+	}
+	ret = start_job(s, c, &g);
+	if (ret == -NB_EBUSY) {
+		respond_error(s, c, 429, "the server is busy: every slot is taken and the queue is full",
+			      "Retry-After: 1\r\n");
+	} else if (ret == -NB_ECANCELED) {
+		respond_error(s, c, 503, "the server is shutting down", "Retry-After: 5\r\n");
+	} else if (ret == -NB_ERANGE) {
+		respond_error(s, c, 400, "the prompt does not fit the context of this server", NULL);
+	} else if (ret) {
+		respond_error(s, c, 400, "the prompt cannot be tokenized", NULL);
+	} else {
+		c->state = C_JOB;
+		c->stream = g.stream;
+		c->meta = (struct nb_openai_meta){ .endpoint = g.endpoint, .id = ++s->next_id,
+						   .created = s->created, .model = s->model_name,
+						   .include_usage = g.include_usage };
+		c->head_sent = false;
+		c->n_hold = 0;
+		c->text.len = 0;
+	}
+out:
+	nb_openai_buf_free(&b);
+	nb_gen_request_free(&g);
+}
+
+static void handle_request(struct server *s, struct conn *c)
+{
+	const struct nb_http_req *r = &c->http.req;
+	bool get = r->method == NB_HTTP_GET || r->method == NB_HTTP_HEAD;
+
+	c->keep_alive = r->keep_alive && !s->stopping;
+	c->http10 = r->version == 10;
+	if (!authorized(s, c, r)) {
+		respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
+			      "WWW-Authenticate: Bearer\r\n");
+	} else if (path_is(r, "/health")) {
+		get ? send_health(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
+	} else if (path_is(r, "/metrics")) {
+		get ? send_metrics(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
+	} else if (!s->loaded && (path_is(r, "/v1/models") || path_is(r, "/v1/completions") ||
+				  path_is(r, "/v1/chat/completions"))) {
+		respond_error(s, c, 503, "the model is still loading", "Retry-After: 1\r\n");
+	} else if (path_is(r, "/v1/models")) {
+		get ? send_models(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
+	} else if (path_is(r, "/v1/chat/completions") || path_is(r, "/v1/completions")) {
+		if (r->method != NB_HTTP_POST)
+			respond_error(s, c, 405, "use POST", "Allow: POST\r\n");
+		else if (s->stopping)
+			respond_error(s, c, 503, "the server is shutting down", "Retry-After: 5\r\n");
+		else
+			handle_generate(s, c, r, path_is(r, "/v1/chat/completions"));
+	} else {
+		respond_error(s, c, 404, "no such endpoint", NULL);
+	}
+}
+
+/* Parses what arrived; answers complete requests (several if pipelined). */
+static void on_readable(struct server *s, struct conn *c)
+{
+	for (;;) {
+		size_t room;
+		char *space = nb_http_space(&c->http, &room);
+		ssize_t n = 0;
+		int ret;
+
+		if (c->state != C_READ)
+			return; /* a job runs: the rest waits (pipelining) */
+		if (space && room) {
+			n = recv(c->fd, space, room, MSG_DONTWAIT);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				n = 0;
+			else if (n <= 0) {
+				close_conn(s, c);
+				return;
+			}
+		}
+		if (n > 0) {
+			c->t_active = nb_sys_now();
+			if (!c->t_request)
+				c->t_request = c->t_active;
+		}
+		ret = nb_http_commit(&c->http, (size_t)n);
+		if (nb_http_take_continue(&c->http))
+			nb_openai_buf_append(&c->out, NB_HTTP_CONTINUE, strlen(NB_HTTP_CONTINUE));
+		if (ret < 0) {
+			c->keep_alive = false;
+			respond_error(s, c, nb_http_status(&c->http), "malformed request", NULL);
+			flush(s, c);
+			return;
+		}
+		if (ret == NB_HTTP_DONE) {
+			handle_request(s, c);
+			if (c->state == C_READ) {
+				c->t_request = 0;
+				if (!c->close_after)
+					nb_http_reset_keep(&c->http);
+			}
+			flush(s, c);
+			if (c->close_after || c->state != C_READ)
+				return;
+			continue; /* pipelined bytes may hold the next request */
+		}
+		if (n == 0) {
+			flush(s, c);
+			return;
+		}
+	}
+}
+
+/* ---- job output -------------------------------------------------------- */
+
+static void stream_head(struct server *s, struct conn *c)
+{
+	const struct nb_http_resp r = { .status = 200, .content_type = "text/event-stream",
+					.content_length = NB_HTTP_CHUNKED, .close = !c->keep_alive,
+					.http10 = c->http10,
+					.extra = "Cache-Control: no-cache\r\n" };
+	struct nb_openai_buf ev;
+	char head[512];
+	size_t n;
+
+	if (c->head_sent)
+		return;
+	c->head_sent = true;
+	count_status(s, 200);
+	if (nb_http_write_head(head, sizeof(head), &r, &n) == 0)
+		nb_openai_buf_append(&c->out, head, n);
+	nb_openai_buf_init(&ev);
+	if (c->meta.endpoint != NB_OPENAI_COMPLETION && nb_openai_chunk_role(&ev, &c->meta) == 0)
+		put_chunk(c, &ev);
+	nb_openai_buf_free(&ev);
+}
+
+/* The new text of a job, with an incomplete trailing UTF-8 character held
+ * back for the next piece (every chunk must be valid UTF-8 JSON). */
+static void job_text(struct conn *c, const char *text, size_t len, bool last,
+		     struct nb_openai_buf *into)
+{
+	char *joined = malloc(c->n_hold + len + 1);
+	size_t n, keep;
+
+	if (!joined)
+		return;
+	memcpy(joined, c->hold, c->n_hold);
+	memcpy(joined + c->n_hold, text, len);
+	n = c->n_hold + len;
+	keep = last ? n : nb_utf8_complete_len(joined, n);
+	c->n_hold = n - keep;
+	memcpy(c->hold, joined + keep, c->n_hold);
+	into->len = 0;
+	if (keep && c->stream) {
+		nb_openai_chunk_text(into, &c->meta, joined, keep);
+	} else if (keep) {
+		nb_openai_buf_append(&c->text, joined, keep);
+	}
+	free(joined);
+}
+
+static void finish_stream(struct server *s, struct conn *c, enum nb_finish f, uint32_t n_gen)
+{
+	const struct nb_openai_usage u = { c->n_prompt, n_gen };
+	struct nb_openai_buf ev;
+
+	nb_openai_buf_init(&ev);
+	if (f == NB_FINISH_CANCEL || f == NB_FINISH_ERROR) {
+		nb_openai_error_sse(&ev, f == NB_FINISH_CANCEL ? 503 : 500,
+				    f == NB_FINISH_CANCEL ? "cancelled: the server is shutting down"
+							  : "generation failed");
+		put_chunk(c, &ev);
+	} else {
+		nb_openai_chunk_finish(&ev, &c->meta, f == NB_FINISH_LENGTH ? NB_FINISH_LENGTH
+									    : NB_FINISH_STOP);
+		put_chunk(c, &ev);
+		if (c->meta.include_usage && nb_openai_chunk_usage(&ev, &c->meta, &u) == 0)
+			put_chunk(c, &ev);
+	}
+	ev.len = 0;
+	if (nb_openai_chunk_done(&ev) == 0)
+		put_chunk(c, &ev);
+	nb_openai_buf_free(&ev);
+	nb_openai_buf_append(&c->out, "0\r\n\r\n", 5);
+	(void)s;
+}
+
+static void finish_whole(struct server *s, struct conn *c, enum nb_finish f, uint32_t n_gen)
+{
+	const struct nb_openai_usage u = { c->n_prompt, n_gen };
+	struct nb_openai_buf b;
+
+	if (f == NB_FINISH_CANCEL || f == NB_FINISH_ERROR) {
+		respond_error(s, c, f == NB_FINISH_CANCEL ? 503 : 500,
+			      f == NB_FINISH_CANCEL ? "cancelled: the server is shutting down"
+						    : "generation failed", NULL);
+		return;
+	}
+	nb_openai_buf_init(&b);
+	if (nb_openai_response(&b, &c->meta, c->text.data ? c->text.data : "", c->text.len,
+			       f == NB_FINISH_LENGTH ? NB_FINISH_LENGTH : NB_FINISH_STOP,
+			       &u) == 0)
+		respond(s, c, 200, "application/json", b.data, b.len, NULL);
+	else
+		respond_error(s, c, 500, "out of memory", NULL);
+	nb_openai_buf_free(&b);
+}
+
+static void on_job_news(struct server *s, struct conn *c)
+{
+	struct nb_openai_buf ev;
+	enum nb_finish f;
+	uint32_t n_gen;
+	char *text;
+	size_t len;
+
+	f = nb_job_take(c->job, &text, &len, &n_gen);
+	nb_openai_buf_init(&ev);
+	if (c->stream && (len || f))
+		stream_head(s, c);
+	if (len || (f && c->n_hold)) {
+		job_text(c, text ? text : "", len, f != NB_FINISH_NONE, &ev);
+		if (c->stream)
+			put_chunk(c, &ev);
+	}
+	nb_openai_buf_free(&ev);
+	free(text);
+	if (f) {
+		c->stream ? finish_stream(s, c, f, n_gen) : finish_whole(s, c, f, n_gen);
+		nb_job_unref(c->job);
+		c->job = NULL;
+		c->state = C_READ;
+		c->t_request = 0;
+		c->close_after = !c->keep_alive;
+		if (!c->close_after)
+			nb_http_reset_keep(&c->http);
+	}
+	flush(s, c);
+}
+
+static void on_sched_event(struct server *s)
+{
+	uint64_t v;
+	struct nb_job *j, *next;
+
+	if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		nb_dbg("serve: eventfd read failed");
+	for (j = nb_sched_ready(&s->sched); j; j = next) {
+		struct conn *c = j->owner;
+		next = j->next_ready;
+		if (c && !c->dead && c->job == j)
+			on_job_news(s, c);
+		nb_job_unref(j);
+	}
+	/* Pipelined requests that waited for a job. */
+	for (struct conn *c = s->conns, *n; c; c = n) {
+		n = c->next;
+		if (c->state == C_READ && !c->close_after && c->http.fill > 0 && c->out.len == 0)
+			on_readable(s, c);
+	}
+}
+
+static void handle_conn_event(struct server *s, struct conn *c, uint32_t events)
+{
+	if (c->dead)
+		return;
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		close_conn(s, c);
+		return;
+	}
+	if (events & EPOLLOUT)
+		flush(s, c);
+	if (c->dead)
+		return;
+	if (events & EPOLLIN)
+		on_readable(s, c);
+	if (!c->dead && (events & EPOLLRDHUP) && c->state == C_JOB) {
+		/* the client went away mid-answer: cancel at once, free the slot */
+		close_conn(s, c);
+	}
+}
+
+/* ---- timers and shutdown ------------------------------------------------ */
+
+static void check_timeouts(struct server *s)
+{
+	double t = nb_sys_now();
+
+	for (struct conn *c = s->conns, *n; c; c = n) {
+		n = c->next;
+		if (c->state != C_READ)
+			continue;
+		if (c->t_request && t - c->t_request > s->o->read_timeout) {
+			/* a client too slow to send one request: 408 and close */
+			c->keep_alive = false;
+			respond_error(s, c, 408, "the request took too long to arrive", NULL);
+			flush(s, c);
+		} else if (!c->t_request && t - c->t_active > s->o->idle_timeout) {
+			close_conn(s, c);
+		}
+	}
+}
+
+static void begin_shutdown(struct server *s)
+{
+	if (s->stopping)
+		return;
+	nb_info("serve: shutting down: no new requests, %.0f s for the running ones", s->o->grace);
+	s->stopping = true;
+	s->stop_deadline = nb_sys_now() + s->o->grace;
+	if (s->unix_fd >= 0) {
+		epoll_ctl(s->ep, EPOLL_CTL_DEL, s->unix_fd, NULL);
+		close(s->unix_fd);
+		s->unix_fd = -1;
+		unlink(s->o->socket_path);
+	}
+	if (s->tcp_fd >= 0) {
+		epoll_ctl(s->ep, EPOLL_CTL_DEL, s->tcp_fd, NULL);
+		close(s->tcp_fd);
+		s->tcp_fd = -1;
+	}
+}
+
+static bool jobs_running(const struct server *s)
+{
+	for (const struct conn *c = s->conns; c; c = c->next)
+		if (c->job)
+			return true;
+	return false;
+}
+
+/* ---- metrics (Prometheus text format) ------------------------------------ */
+
+static void buf_str(struct nb_openai_buf *b, const char *s)
+{
+	nb_openai_buf_append(b, s, strlen(s));
+}
+
+static void metric_hist(struct nb_openai_buf *b, const char *name, const char *help,
+			atomic_ulong *hist, atomic_ulong *count, atomic_ullong *sum_us)
+{
+	char line[256];
+	int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+
+	nb_openai_buf_append(b, line, (size_t)n);
+	for (int i = 0; i <= NB_SCHED_HIST; i++) {
+		if (i < NB_SCHED_HIST)
+			n = snprintf(line, sizeof(line), "%s_bucket{le=\"%g\"} %lu\n", name,
+				     nb_sched_buckets[i], atomic_load(&hist[i]));
+		else
+			n = snprintf(line, sizeof(line), "%s_bucket{le=\"+Inf\"} %lu\n", name,
+				     atomic_load(&hist[i]));
+		nb_openai_buf_append(b, line, (size_t)n);
+	}
+	n = snprintf(line, sizeof(line), "%s_sum %.6f\n%s_count %lu\n", name,
+		     atomic_load(sum_us) / 1e6, name, atomic_load(count));
+	nb_openai_buf_append(b, line, (size_t)n);
+}
+
+static void metric(struct nb_openai_buf *b, const char *name, const char *type, const char *help,
+		   const char *labels, double v)
+{
+	char line[320];
+	int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s%s %.17g\n", name, help,
+			 name, type, name, labels, v);
+	nb_openai_buf_append(b, line, (size_t)n);
+}
+
+static void send_metrics(struct server *s, struct conn *c)
+{
+	static const char *const outcome[] = { "running", "stop", "length", "cancelled", "error" };
+	struct nb_sched_stats *st = &s->sched.stats;
+	struct nb_openai_buf b;
+	char line[160];
+
+	nb_openai_buf_init(&b);
+	buf_str(&b, "# HELP nibble_requests_total Generation requests by outcome.\n"
+		    "# TYPE nibble_requests_total counter\n");
+	for (int i = NB_FINISH_STOP; i <= NB_FINISH_ERROR; i++) {
+		int n = snprintf(line, sizeof(line), "nibble_requests_total{outcome=\"%s\"} %lu\n",
+				 outcome[i], atomic_load(&st->requests[i]));
+		nb_openai_buf_append(&b, line, (size_t)n);
+	}
+	{
+		int n = snprintf(line, sizeof(line), "nibble_requests_total{outcome=\"rejected\"} %lu\n",
+				 atomic_load(&st->rejected));
+		nb_openai_buf_append(&b, line, (size_t)n);
+	}
+	buf_str(&b, "# HELP nibble_http_responses_total HTTP responses by status class.\n"
+		    "# TYPE nibble_http_responses_total counter\n");
+	for (int i = 1; i <= 5; i++) {
+		int n = snprintf(line, sizeof(line), "nibble_http_responses_total{code=\"%dxx\"} %lu\n", i,
+				 atomic_load(&s->http_by_status[i]));
+		nb_openai_buf_append(&b, line, (size_t)n);
+	}
+	metric(&b, "nibble_prompt_tokens_total", "counter", "Prompt tokens processed.", "",
+	       (double)atomic_load(&st->prompt_tokens));
+	metric(&b, "nibble_generated_tokens_total", "counter", "Tokens generated.", "",
+	       (double)atomic_load(&st->gen_tokens));
+	metric_hist(&b, "nibble_time_to_first_token_seconds", "From request to first token.",
+		    st->ttft_hist, &st->ttft_count, &st->ttft_sum_us);
+	metric_hist(&b, "nibble_time_per_output_token_seconds", "Between tokens of one stream.",
+		    st->tpot_hist, &st->tpot_count, &st->tpot_sum_us);
+	metric(&b, "nibble_queue_depth", "gauge", "Requests waiting for a slot.", "",
+	       atomic_load(&st->queue_depth));
+	metric(&b, "nibble_busy_slots", "gauge", "Slots generating.", "", atomic_load(&st->busy_slots));
+	metric(&b, "nibble_slots", "gauge", "Slots configured.", "", s->sched.o.slots);
+	metric(&b, "nibble_tokens_per_second", "gauge", "Tokens generated per second, last second.",
+	       "", atomic_load(&st->tokens_per_s));
+	metric(&b, "nibble_connections", "gauge", "Open client connections.", "", s->n_conns);
+	metric(&b, "nibble_connections_total", "counter", "Connections accepted.", "",
+	       (double)atomic_load(&s->conns_total));
+	metric(&b, "nibble_connections_refused_total", "counter",
+	       "Connections refused (limit, allowlist, shutdown).", "",
+	       (double)atomic_load(&s->conns_refused));
+	respond(s, c, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+	nb_openai_buf_free(&b);
+}
+
+/* ---- set-up --------------------------------------------------------------- */
+
+static int listen_unix(struct server *s)
+{
+	const struct nb_server_opts *o = s->o;
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd;
+
+	if (strlen(o->socket_path) >= sizeof(a.sun_path)) {
+		nb_err("serve: socket path too long: %s", o->socket_path);
+		return -NB_EINVAL;
+	}
+	strcpy(a.sun_path, o->socket_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -NB_EIO;
+	/* A socket file left by a dead server is replaced; a live one is not. */
+	if (lstat(o->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof(a)) == 0) {
+			nb_err("serve: %s: another server is listening there", o->socket_path);
+			close(probe);
+			close(fd);
+			return -NB_EBUSY;
+		}
+		if (probe >= 0)
+			close(probe);
+		unlink(o->socket_path);
+	}
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 128) != 0) {
+		nb_err("serve: %s: %s", o->socket_path, strerror(errno));
+		close(fd);
+		return -NB_EIO;
+	}
+	if (chmod(o->socket_path, o->mode) != 0)
+		nb_warn("serve: chmod %s: %s", o->socket_path, strerror(errno));
+	if (o->group) {
+		struct group *g = getgrnam(o->group);
+		if (!g || chown(o->socket_path, (uid_t)-1, g->gr_gid) != 0) {
+			nb_err("serve: cannot give %s to group '%s'", o->socket_path, o->group);
+			close(fd);
+			unlink(o->socket_path);
+			return -NB_EINVAL;
+		}
+	}
+	s->unix_fd = fd;
+	return 0;
+}
+
+static int listen_tcp(struct server *s)
+{
+	const char *spec = s->o->listen, *colon = strrchr(spec, ':');
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	char host[64];
+	int fd = -1, one = 1;
+
+	if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(host)) {
+		nb_err("serve: --listen wants HOST:PORT, e.g. 127.0.0.1:8080");
+		return -NB_EINVAL;
+	}
+	memcpy(host, spec[0] == '[' ? spec + 1 : spec, (size_t)(colon - spec));
+	host[colon - spec - (spec[0] == '[' ? 2 : 0)] = '\0';
+	if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
+		nb_err("serve: --listen %s: not a numeric address and port", spec);
+		return -NB_EINVAL;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+		nb_err("serve: --listen %s: %s", spec, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return -NB_EIO;
+	}
+	freeaddrinfo(res);
+	s->tcp_fd = fd;
+	return 0;
+}
+
+static int read_api_key(struct server *s)
+{
+	FILE *f = fopen(s->o->api_key_file, "r");
+	size_t n;
+
+	if (!f) {
+		nb_err("serve: --api-key-file %s: %s", s->o->api_key_file, strerror(errno));
+		return -NB_ENOENT;
+	}
+	n = fread(s->api_key, 1, sizeof(s->api_key) - 1, f);
+	fclose(f);
+	while (n && (s->api_key[n - 1] == '\n' || s->api_key[n - 1] == '\r' || s->api_key[n - 1] == ' '))
+		n--;
+	s->api_key[n] = '\0';
+	if (n < 16) {
+		nb_err("serve: the API key in %s is shorter than 16 characters", s->o->api_key_file);
+		return -NB_EINVAL;
+	}
+	s->api_key_len = n;
+	return 0;
+}
+
+static int add_fd(struct server *s, int fd, void *tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tag };
+	return epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -NB_EIO;
+}
+
+static void setup_template(struct server *s)
+{
+	const char *v, *name;
+	size_t len;
+
+	s->lim.tmpl = NULL;
+	if (nb_image_meta(&s->llm.img, "chat_template", &v, &len) == 0 &&
+	    nb_chat_tmpl_detect(&s->tmpl, v, len) == 0)
+		s->lim.tmpl = &s->tmpl;
+	name = nb_image_meta(&s->llm.img, "name", &v, &len) == 0 ? v : "model";
+	snprintf(s->name_buf, sizeof(s->name_buf), "%.*s", name == v ? (int)len : 5, name);
+	s->model_name = s->name_buf;
+}
+
+/* The loader thread: image, tokenizer, model, scheduler; then a word on load_fd. */
+static void *load_main(void *arg)
+{
+	struct server *s = arg;
+	struct nb_sched_opts *so = &s->so;
+	const uint64_t one = 1;
+	struct nb_cpu cpu;
+	int ret = nb_llm_open(&s->llm, s->o->model, nb_image_default_flags());
+
+	if (!ret) {
+		nb_openai_limits_default(&s->lim);
+		setup_template(s);
+		nb_cpu_detect(&cpu);
+		so->ctx = so->ctx ? so->ctx
+				  : (s->llm.model.hp.seq_len < 2048 ? s->llm.model.hp.seq_len : 2048);
+		so->threads = so->threads ? so->threads
+					  : (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus
+										      : CONFIG_MAX_THREADS);
+		s->lim.max_tokens = s->o->max_tokens ? s->o->max_tokens : so->ctx;
+		ret = nb_sched_open(&s->sched, &s->llm, so);
+	}
+	s->load_ret = ret;
+	if (write(s->load_fd, &one, sizeof(one)) < 0)
+		nb_err("serve: cannot signal the end of loading");
+	return NULL;
+}
+
+/* Called on load_fd: the model is ready, or the server gives up. */
+static int loaded(struct server *s)
+{
+	uint64_t v;
+
+	if (read(s->load_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		nb_dbg("serve: load eventfd read failed");
+	pthread_join(s->loader, NULL);
+	s->loader_running = false;
+	if (s->load_ret) {
+		nb_err("serve: cannot load %s: %s", s->o->model, nb_strerror(s->load_ret));
+		return s->load_ret;
+	}
+	s->loaded = true;
+	nb_info("serve: ready: %s, %u slots x %u positions, queue %u, %u threads", s->model_name,
+		s->so.slots, s->so.ctx, s->so.queue, s->so.threads);
+	return 0;
+}
+
+static int setup(struct server *s, const struct nb_server_opts *o)
+{
+	sigset_t mask;
+	int ret;
+
+	s->o = o;
+	s->so = o->sched;
+	s->ep = s->sfd = s->efd = s->load_fd = s->unix_fd = s->tcp_fd = -1;
+	s->created = (int64_t)time(NULL);
+	nb_llm_init(&s->llm);
+	if (o->listen && !o->api_key_file) {
+		nb_err("serve: --listen needs --api-key-file (TCP clients must authenticate)");
+		return -NB_EINVAL;
+	}
+	if (o->api_key_file && (ret = read_api_key(s)))
+		return ret;
+	if (access(o->model, R_OK) != 0) {
+		nb_err("serve: %s: %s", o->model, strerror(errno));
+		return -NB_ENOENT;
+	}
+	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	s->load_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	s->so.notify_fd = s->efd;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGPIPE);
+	/* Block before any thread starts, so every thread inherits the mask. */
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	s->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (s->efd < 0 || s->load_fd < 0 || s->sfd < 0 || s->ep < 0)
+		return -NB_EIO;
+	ret = listen_unix(s);
+	if (!ret && o->listen)
+		ret = listen_tcp(s);
+	if (!ret)
+		ret = add_fd(s, s->sfd, &tag_signal);
+	if (!ret)
+		ret = add_fd(s, s->efd, &tag_event);
+	if (!ret)
+		ret = add_fd(s, s->unix_fd, &tag_unix);
+	if (!ret && s->tcp_fd >= 0)
+		ret = add_fd(s, s->tcp_fd, &tag_tcp);
+	if (!ret)
+		ret = add_fd(s, s->load_fd, &tag_load);
+	if (!ret && pthread_create(&s->loader, NULL, load_main, s) != 0)
+		ret = -NB_ENOMEM;
+	if (!ret) {
+		s->loader_running = true;
+		nb_info("serve: listening on %s%s%s, loading %s", o->socket_path,
+			o->listen ? " and " : "", o->listen ? o->listen : "", o->model);
+	}
+	return ret;
+}
+
+static void teardown(struct server *s)
+{
+	if (s->loader_running) /* stopped while loading: let it finish first */
+		pthread_join(s->loader, NULL);
+	/* Cancel what still runs: each job ends with an error its client gets. */
+	if (s->sched.started) {
+		nb_sched_stop(&s->sched);
+		on_sched_event(s);
+	}
+	for (struct conn *c = s->conns, *n; c; c = n) {
+		n = c->next;
+		flush(s, c);
+		if (!c->dead)
+			close_conn(s, c);
+	}
+	bury(s);
+	if (s->unix_fd >= 0) {
+		close(s->unix_fd);
+		unlink(s->o->socket_path);
+	}
+	if (s->tcp_fd >= 0)
+		close(s->tcp_fd);
+	if (s->ep >= 0)
+		close(s->ep);
+	if (s->sfd >= 0)
+		close(s->sfd);
+	nb_sched_close(&s->sched);
+	if (s->efd >= 0)
+		close(s->efd);
+	if (s->load_fd >= 0)
+		close(s->load_fd);
+	nb_llm_close(&s->llm);
+}
+
+int nb_server_run(const struct nb_server_opts *o)
+{
+	struct server *s = calloc(1, sizeof(*s));
+	struct epoll_event evs[64];
+	double last_tick = nb_sys_now();
+	int ret;
+
+	if (!s)
+		return -NB_ENOMEM;
+	ret = setup(s, o);
+	while (!ret) {
+		int n = epoll_wait(s->ep, evs, 64, 250);
+		for (int i = 0; i < n; i++) {
+			void *p = evs[i].data.ptr;
+			if (p == &tag_signal) {
+				struct signalfd_siginfo si;
+				if (read(s->sfd, &si, sizeof(si)) > 0)
+					begin_shutdown(s);
+			} else if (p == &tag_event) {
+				on_sched_event(s);
+			} else if (p == &tag_load) {
+				ret = loaded(s);
+			} else if (p == &tag_unix) {
+				accept_conns(s, s->unix_fd, false);
+			} else if (p == &tag_tcp) {
+				accept_conns(s, s->tcp_fd, true);
+			} else {
+				handle_conn_event(s, p, evs[i].events);
+			}
+		}
+		bury(s);
+		if (nb_sys_now() - last_tick >= 0.25) {
+			check_timeouts(s);
+			last_tick = nb_sys_now();
+		}
+		if (s->stopping && !s->loader_running &&
+		    (!jobs_running(s) || nb_sys_now() > s->stop_deadline))
+			break;
+	}
+	teardown(s);
+	free(s);
+	return ret;
+}
