@@ -77,6 +77,29 @@ check_fails "convert: an HF directory without config.json" 1 "config.json" \
 check_fails "convert: a llama2.c file without a tokenizer" 1 "tokenizer" \
 	sh -c "cp $M/stories260K.bin $tmp/empty/m.bin && \"$NB\" convert $tmp/empty/m.bin -o $tmp/out.nib"
 check "convert: no temporary files are left behind" sh -c "! ls $tmp | grep -q tmp"
+# The same checkpoint in llama2.c's version 1 layout ("ak42" header, other
+# tensor order) is recognised as one and gives the same golden vector.
+python3 - "$M/stories260K.bin" "$tmp/empty/v1.bin" <<'EOT'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+dim, hid, nl, nh, nkv, voc, seq = struct.unpack("<7i", b[:28])
+shared, voc, hd = voc > 0, abs(voc), dim // nh
+sizes = [voc * dim, nl * dim, nl * dim * dim, nl * nkv * hd * dim, nl * nkv * hd * dim,
+         nl * dim * dim, nl * dim, nl * hid * dim, nl * dim * hid, nl * hid * dim, dim,
+         seq * hd // 2, seq * hd // 2] + ([] if shared else [voc * dim])
+seg, off = [], 28
+for n in sizes:
+    seg.append(b[off:off + 4 * n])
+    off += 4 * n
+head = struct.pack("<Ii7iB", 0x616b3432, 1, dim, hid, nl, nh, nkv, voc, seq, int(shared))
+body = [seg[i] for i in (1, 6, 10, 0, 2, 3, 4, 5, 7, 8, 9)] + seg[13:]
+open(sys.argv[2], "wb").write(head.ljust(256, b"\0") + b"".join(body))
+EOT
+check "convert: a llama2.c version 1 checkpoint" \
+	"$NB" convert "$tmp/empty/v1.bin" -t "$M/tok512.bin" -o "$tmp/v1.nib"
+check "... has the legacy file's golden vector" test \
+	"$("$NB" inspect "$tmp/v1.nib" | grep '^golden')" = "$("$NB" inspect "$tmp/l.nib" | grep '^golden')"
+rm -f "$tmp/empty/v1.bin"
 # Errors name the file at fault and the real cause, once.
 out=$("$NB" convert README.md -o "$tmp/out.nib" 2>&1)
 check "convert: a file that is no model is called so" test "$?" = 1 -a \

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #define MAX_TEXT_FILE (1u << 20)
-#define L2C_MAGIC_V1 "ak42" /* llama2.c's version 1+ header, little-endian 0x616b3432 */
+#define L2C_MAGIC_V1 0x616b3432u /* "ak42": llama2.c's versioned header */
 
 enum src_format { FMT_LLAMA2C, FMT_HF, FMT_GGUF, FMT_NIB };
 
@@ -30,18 +30,22 @@ static const char *const fmt_names[] = { "llama2.c", "HF safetensors", "GGUF", "
  * (the vocabulary negative for an unshared classifier). Text and other
  * files give values far out of these ranges: 4 printable bytes are at
  * least 0x20202020. */
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static bool looks_like_llama2c(const uint8_t *h, size_t n)
 {
 	static const int32_t max[7] = { 1 << 16, 1 << 20, 1 << 10, 1 << 10, 1 << 10, 1 << 24,
 					1 << 24 };
 
-	if (n >= 4 && memcmp(h, L2C_MAGIC_V1, 4) == 0)
+	if (n >= 4 && le32(h) == L2C_MAGIC_V1)
 		return true;
 	if (n < 28)
 		return false;
 	for (int i = 0; i < 7; i++) {
-		int32_t v = (int32_t)((uint32_t)h[4 * i] | (uint32_t)h[4 * i + 1] << 8 |
-				      (uint32_t)h[4 * i + 2] << 16 | (uint32_t)h[4 * i + 3] << 24);
+		int32_t v = (int32_t)le32(h + 4 * i);
 
 		if (i == 5 && v < 0 && v > -max[5])
 			v = -v;
