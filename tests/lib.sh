@@ -40,3 +40,21 @@ check_fails() {
 		printf '%s\n' "$_out" | tail -n 15 | sed 's/^/#   /'
 	fi
 }
+
+# check_usage DESCRIPTION PATTERN COMMAND...: ok if it is a usage error:
+# exit status 2 and exactly one line of output (no usage text, nothing
+# echoed), "nibble: error: " followed by PATTERN (an extended regex that
+# must match the rest of the line).
+check_usage() {
+	_desc=$1 _pat=$2
+	shift 2
+	_out=$("$@" 2>&1)
+	_got=$?
+	if [ "$_got" = 2 ] && [ "$(printf '%s\n' "$_out" | wc -l)" = 1 ] &&
+		printf '%s\n' "$_out" | grep -Eq -- "^nibble: error: $_pat\$"; then
+		echo "ok - $_desc"
+	else
+		echo "not ok - $_desc (exit $_got, wanted 2 and one line /nibble: error: $_pat/)"
+		printf '%s\n' "$_out" | tail -n 15 | sed 's/^/#   /'
+	fi
+}

@@ -642,7 +642,7 @@ static int bench_main(int argc, char **argv)
 
 	nb_cpu_detect(&cpu);
 	o.max_threads = (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus : CONFIG_MAX_THREADS);
-	while ((c = getopt_long(argc, argv, "m:r:p:n:s:t:o:", opts, NULL)) != -1) {
+	while ((c = nb_getopt("bench", argc, argv, "m:r:p:n:s:t:o:", opts)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
 		case 'r':
@@ -652,7 +652,14 @@ static int bench_main(int argc, char **argv)
 			if (bench_count(c, optarg, &o))
 				return NB_EXIT_USAGE;
 			break;
-		case 's': o.synthetic = optarg; break;
+		case 's':
+			o.synthetic = optarg;
+			if (!find_shape(optarg)) {
+				nb_err("bench: --synthetic: '%s' is not one of tinyllama, smollm-135m, "
+				       "stories260k, llama-3.2-1b", optarg);
+				return NB_EXIT_USAGE;
+			}
+			break;
 		case 'o': o.out = optarg; break;
 		case 'S': speed_only = 1; break;
 		case 'W': write_only = 1; break;
@@ -662,26 +669,22 @@ static int bench_main(int argc, char **argv)
 				if (strcmp(optarg, nb_qinfo(t)->name) == 0)
 					o.qtype = t;
 			if (!o.qtype) {
-				nb_err("bench: unknown --type '%s'", optarg);
+				nb_err("bench: --type: '%s' is not one of q4_g32, q4_g128, q4z_g32, "
+				       "q4z_g128, q8_g32", optarg);
 				return NB_EXIT_USAGE;
 			}
 			break;
 		default: return NB_EXIT_USAGE;
 		}
 	}
-	if ((!o.model && !o.synthetic) || optind != argc || o.reps < 1 || o.reps > MAX_REPS ||
-	    o.max_threads < 1 || o.max_threads > CONFIG_MAX_THREADS) {
-		fprintf(stderr, "%s", nb_applet_bench.usage);
-		return NB_EXIT_USAGE;
-	}
-	if (o.synthetic && write_only) {
-		const struct shape *sh = find_shape(o.synthetic);
-		if (!sh || !o.out) {
-			nb_err("bench: --write-only needs a known --synthetic shape and --out");
-			return NB_EXIT_USAGE;
-		}
-		return write_synthetic(&o, sh) ? NB_EXIT_FAIL : NB_EXIT_OK;
-	}
+	if (optind != argc)
+		return nb_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+	if (!o.model && !o.synthetic)
+		return nb_usage_error("bench", "no model (-m MODEL.nib or --synthetic SHAPE)");
+	if (write_only && !(o.synthetic && o.out))
+		return nb_usage_error("bench", "--write-only needs --synthetic and --out");
+	if (write_only)
+		return write_synthetic(&o, find_shape(o.synthetic)) ? NB_EXIT_FAIL : NB_EXIT_OK;
 	if (o.synthetic || speed_only) {
 		o.n_prompt = o.n_prompt ? o.n_prompt : 128;
 		o.n_gen = o.n_gen ? o.n_gen : 32;

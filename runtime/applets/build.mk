@@ -2,7 +2,10 @@
 obj-y += runtime/applets/main.o runtime/applets/applet.o runtime/applets/version.o
 obj-$(CONFIG_APPLET_BENCH) += runtime/applets/bench.o
 obj-$(CONFIG_APPLET_CHAT) += runtime/applets/chat.o
+obj-$(CONFIG_APPLET_CONVERT) += runtime/applets/convert.o
 obj-$(CONFIG_APPLET_INSPECT) += runtime/applets/inspect.o
+obj-$(CONFIG_APPLET_PERPLEXITY) += runtime/applets/perplexity.o
+obj-$(CONFIG_APPLET_QUANTIZE) += runtime/applets/quantize.o
 obj-$(CONFIG_APPLET_RUN) += runtime/applets/run.o
 obj-$(CONFIG_APPLET_SELFTEST) += runtime/applets/selftest.o
 obj-$(CONFIG_APPLET_SERVE) += runtime/applets/serve.o

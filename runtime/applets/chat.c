@@ -16,7 +16,7 @@
 
 struct chat_opts {
 	const char *socket, *system;
-	int max_tokens;
+	uint32_t max_tokens; /* 0: the server's default */
 	double temperature;
 	int have_temp;
 };
@@ -76,7 +76,11 @@ static void on_event(struct reader *r, const char *data)
 		return;
 	if ((c = cJSON_GetObjectItem(j, "error")) != NULL) {
 		s = cJSON_GetStringValue(cJSON_GetObjectItem(c, "message"));
-		fprintf(stderr, "\nnibble: chat: server error: %s\n", s ? s : "?");
+		if (r->alen) { /* end the partial answer's line first */
+			fputc('\n', stdout);
+			fflush(stdout);
+		}
+		nb_err("chat: server error: %s", s ? s : "?");
 		r->failed = 1;
 	}
 	c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
@@ -161,6 +165,22 @@ static int dechunk_step(struct dechunk *d, struct reader *r)
 	}
 }
 
+/* An answer other than 200: the server's error message (an OpenAI error
+ * object), else the body as it came. */
+static void report_refusal(int status, const char *head_end)
+{
+	const char *body = head_end ? head_end + 4 : "";
+	cJSON *j = cJSON_Parse(body);
+	const char *msg = cJSON_GetStringValue(
+		cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message"));
+
+	if (msg)
+		nb_err("chat: the server refused the request (HTTP %d): %s", status, msg);
+	else
+		nb_err("chat: HTTP %d from the server: %.200s", status, body);
+	cJSON_Delete(j);
+}
+
 static int read_response(int fd, struct reader *r)
 {
 	static struct dechunk d;
@@ -177,11 +197,10 @@ static int read_response(int fd, struct reader *r)
 	}
 	d.in[d.len] = '\0';
 	if (d.status != 200) {
-		const char *body = strstr(d.in, "\r\n\r\n");
 		if (d.status <= 0)
 			nb_err("chat: not an HTTP response");
 		else
-			fprintf(stderr, "nibble: chat: HTTP %d: %s\n", d.status, body ? body + 4 : "");
+			report_refusal(d.status, strstr(d.in, "\r\n\r\n"));
 		return d.status <= 0 ? -NB_EFORMAT : -NB_EIO;
 	}
 	if (done < 0) {
@@ -199,7 +218,7 @@ static int turn(const struct chat_opts *o, cJSON *messages, struct reader *r)
 
 	cJSON_AddItemReferenceToObject(req, "messages", messages);
 	cJSON_AddBoolToObject(req, "stream", 1);
-	if (o->max_tokens > 0)
+	if (o->max_tokens)
 		cJSON_AddNumberToObject(req, "max_tokens", o->max_tokens);
 	if (o->have_temp)
 		cJSON_AddNumberToObject(req, "temperature", o->temperature);
@@ -234,27 +253,51 @@ static void add_message(cJSON *messages, const char *role, const char *text)
 	cJSON_AddItemToArray(messages, m);
 }
 
-static int chat_main(int argc, char **argv)
+/* Everything is checked before the first connection. The ranges are the
+ * server's: max_tokens 1..its --max-tokens (at most 2^20, the server
+ * names its own cap), temperature 0..2. */
+static int parse_opts(struct chat_opts *o, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' }, { "system", required_argument, NULL, 'S' },
 		{ "max-tokens", required_argument, NULL, 'n' }, { "temp", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct chat_opts o = { .socket = CONFIG_SERVER_SOCKET, .max_tokens = 256 };
-	cJSON *messages = cJSON_CreateArray();
-	char line[4096];
 	int c, ret = 0;
 
-	while ((c = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
+	while (!ret && (c = nb_getopt("chat", argc, argv, "s:n:", opts)) != -1) {
 		switch (c) {
-		case 's': o.socket = optarg; break;
-		case 'S': o.system = optarg; break;
-		case 'n': o.max_tokens = atoi(optarg); break;
-		case 'T': o.temperature = atof(optarg); o.have_temp = 1; break;
-		default: cJSON_Delete(messages); return NB_EXIT_USAGE;
+		case 's': o->socket = optarg; break;
+		case 'S': o->system = optarg; break;
+		case 'n':
+			ret = nb_arg_u32("chat", "--max-tokens", optarg, 1, 1u << 20, &o->max_tokens);
+			break;
+		case 'T':
+			ret = nb_arg_float("chat", "--temp", optarg, 0, 2, &o->temperature);
+			o->have_temp = 1;
+			break;
+		default: return -NB_EINVAL;
 		}
 	}
+	if (!ret && strlen(o->socket) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		nb_err("chat: --socket: '%s' is longer than a socket path may be", o->socket);
+		ret = -NB_EINVAL;
+	}
+	return ret;
+}
+
+static int chat_main(int argc, char **argv)
+{
+	struct chat_opts o = { .socket = CONFIG_SERVER_SOCKET };
+	cJSON *messages;
+	char line[4096];
+	int ret = 0;
+
+	if (parse_opts(&o, argc, argv))
+		return NB_EXIT_USAGE;
+	messages = cJSON_CreateArray();
+	if (!messages)
+		return NB_EXIT_FAIL;
 	if (o.system)
 		add_message(messages, "system", o.system);
 	if (optind < argc) { /* one turn: the words after the options */
@@ -290,9 +333,15 @@ static int chat_main(int argc, char **argv)
 const struct nb_applet nb_applet_chat = {
 	.name = "chat",
 	.summary = "talk to a running nibble serve from the shell",
-	.usage = "usage: nibble chat [-s SOCKET] [--system TEXT] [-n MAX_TOKENS] [--temp T] [MESSAGE...]\n\n"
+	.usage = "usage: nibble chat [options] [MESSAGE...]\n\n"
 		 "With a MESSAGE: one turn, the answer streamed to stdout. Without: a\n"
-		 "conversation, one user turn per line of stdin, the history kept.\n"
-		 "Socket: " CONFIG_SERVER_SOCKET " unless -s.\n",
+		 "conversation, one user turn per line of stdin, the history kept.\n\n"
+		 "  -s, --socket PATH       the server's socket (" CONFIG_SERVER_SOCKET ")\n"
+		 "      --system TEXT       system message at the start of the conversation\n"
+		 "  -n, --max-tokens N      at most N tokens per answer, 1 or more (the\n"
+		 "                          server's default: until its context is full)\n"
+		 "      --temp T            temperature 0..2; 0 = greedy (the server's: 1)\n\n"
+		 "The server samples (see docs/api.md); its default repetition penalty is\n"
+		 "off, so --temp 0 is plain greedy decoding.\n",
 	.main = chat_main,
 };

@@ -107,15 +107,15 @@ static int inspect_main(int argc, char **argv)
 	struct nb_llm l;
 	int c, check = 0, ret;
 
-	while ((c = getopt_long(argc, argv, "c", opts, NULL)) != -1) {
+	while ((c = nb_getopt("inspect", argc, argv, "c", opts)) != -1) {
 		if (c != 'c')
 			return NB_EXIT_USAGE;
 		check = 1;
 	}
-	if (optind + 1 != argc) {
-		fprintf(stderr, "%s", nb_applet_inspect.usage);
-		return NB_EXIT_USAGE;
-	}
+	if (optind == argc)
+		return nb_usage_error("inspect", "no image (MODEL.nib)");
+	if (optind + 1 != argc)
+		return nb_usage_error("inspect", "unexpected argument '%s'", argv[optind + 1]);
 	ret = nb_llm_open(&l, argv[optind], 0);
 	if (ret)
 		return NB_EXIT_FAIL;

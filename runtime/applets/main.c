@@ -21,7 +21,7 @@ static void print_usage(FILE *out)
 		     "applets:\n");
 	nb_applet_foreach(print_summary, out);
 	fprintf(out, "\n`nibble <applet> --help` describes one applet. NIBBLE_LOG=error|warn|info|debug\n"
-		     "sets the log level; -v and -q raise and lower it.\n");
+		     "sets the log level (info); -v and -q raise and lower it.\n");
 }
 
 static void print_name(const struct nb_applet *a, void *arg)
@@ -74,24 +74,50 @@ static const char *base_name(const char *path)
 	return slash ? slash + 1 : path;
 }
 
-int main(int argc, char **argv)
+/* NIBBLE_LOG: a bad value is reported, not silently ignored. */
+static void log_level_from_env(void)
 {
-	const struct nb_applet *a;
 	const char *env = getenv("NIBBLE_LOG");
 	int level;
 
-	if (env && (level = nb_log_parse_level(env)) >= 0)
+	if (!env)
+		return;
+	level = nb_log_parse_level(env);
+	if (level >= 0)
 		nb_log_set_level(level);
+	else
+		nb_warn("NIBBLE_LOG='%s' is not a log level (error, warn, info, debug or 0..3): "
+			"ignored", env);
+}
 
+/* A level the build compiled out would print nothing: say so. */
+static void check_log_level(void)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	int level = nb_log_get_level();
+
+	if (level > CONFIG_LOG_LEVEL && level <= NB_LOG_DEBUG)
+		nb_warn("%s messages are not compiled into this build (CONFIG_LOG_LEVEL is %s)",
+			names[level], names[CONFIG_LOG_LEVEL]);
+}
+
+int main(int argc, char **argv)
+{
+	const struct nb_applet *a;
+
+	log_level_from_env();
 	a = nb_applet_find(base_name(argc > 0 ? argv[0] : "nibble"));
-	if (a)
+	if (a) {
+		check_log_level();
 		return nb_applet_exec(a, argc, argv);
+	}
 
 	while (argc > 1 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "-q") == 0)) {
 		nb_log_set_level(nb_log_get_level() + (argv[1][1] == 'v' ? 1 : -1));
 		argc--;
 		argv++;
 	}
+	check_log_level();
 	if (argc < 2) {
 		print_usage(stderr);
 		return NB_EXIT_USAGE;

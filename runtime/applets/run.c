@@ -18,6 +18,10 @@
 
 
 #define MAX_PROMPT_BYTES (1u << 20)
+#define RUN_MAX_REPEAT_LAST_N 4096u /* as the server's repeat_last_n */
+
+enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_STOP, O_CTX,
+       O_NOECHO, O_NOBOS };
 
 struct run_opts {
 	const char *model;
@@ -64,36 +68,45 @@ static char *read_stdin(void)
 	return buf;
 }
 
-static int parse_u32(const char *s, const char *what, uint32_t *out)
+/* Every sampling option is checked here, before the model loads, against
+ * the ranges nb_sampler_open accepts (and the server's, where it has one). */
+static int parse_sampling(struct nb_sampler_params *sp, int c, const char *arg)
 {
-	char *end;
-	unsigned long v = strtoul(s, &end, 10);
+	unsigned long long seed;
+	double v;
+	int ret;
 
-	if (*s == '\0' || *end != '\0' || v > UINT32_MAX || s[0] == '-') {
-		nb_err("run: %s: '%s' is not a count", what, s);
-		return -NB_EINVAL;
+	switch (c) {
+	case O_TEMP:
+		ret = nb_arg_float("run", "--temp", arg, 0, 100, &v);
+		sp->temperature = (float)v;
+		return ret;
+	case O_TOPK: return nb_arg_u32("run", "--top-k", arg, 0, UINT32_MAX, &sp->top_k);
+	case O_TOPP:
+		ret = nb_arg_interval("run", "--top-p", arg, 0, 1, NB_ARG_ABOVE_MIN, &v);
+		sp->top_p = (float)v;
+		return ret;
+	case O_MINP:
+		ret = nb_arg_interval("run", "--min-p", arg, 0, 1, NB_ARG_BELOW_MAX, &v);
+		sp->min_p = (float)v;
+		return ret;
+	case O_REP:
+		ret = nb_arg_interval("run", "--repeat-penalty", arg, 0, 100, NB_ARG_ABOVE_MIN, &v);
+		sp->repeat_penalty = (float)v;
+		return ret;
+	case O_REPN:
+		return nb_arg_u32("run", "--repeat-last-n", arg, 0, RUN_MAX_REPEAT_LAST_N,
+				  &sp->repeat_last_n);
+	case O_SEED:
+		ret = nb_arg_uint("run", "--seed", arg, 0, UINT64_MAX, &seed);
+		sp->seed = seed;
+		return ret;
+	default: return -NB_EINVAL;
 	}
-	*out = (uint32_t)v;
-	return 0;
-}
-
-static int parse_float(const char *s, const char *what, float *out)
-{
-	char *end;
-	float v = strtof(s, &end);
-
-	if (*s == '\0' || *end != '\0' || v != v) {
-		nb_err("run: %s: '%s' is not a number", what, s);
-		return -NB_EINVAL;
-	}
-	*out = v;
-	return 0;
 }
 
 static int parse_opts(struct run_opts *o, int argc, char **argv)
 {
-	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_STOP, O_CTX,
-	       O_NOECHO, O_NOBOS, O_THREADS };
 	static const struct option opts[] = {
 		{ "model", required_argument, NULL, 'm' },   { "prompt", required_argument, NULL, 'p' },
 		{ "n-predict", required_argument, NULL, 'n' }, { "verbose", no_argument, NULL, 'v' },
@@ -107,29 +120,19 @@ static int parse_opts(struct run_opts *o, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, ret = 0;
-	uint32_t u;
 
-	while (!ret && (c = getopt_long(argc, argv, "m:p:n:vt:", opts, NULL)) != -1) {
+	while (!ret && (c = nb_getopt("run", argc, argv, "m:p:n:vt:", opts)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
 		case 'p': o->prompt = optarg; break;
-		case 'n': ret = parse_u32(optarg, "--n-predict", &o->n_predict); break;
+		case 'n':
+			ret = nb_arg_u32("run", "--n-predict", optarg, 1, UINT32_MAX, &o->n_predict);
+			break;
 		case 'v': o->verbose = 1; break;
 		case 't':
-			ret = parse_u32(optarg, "--threads", &o->threads);
-			if (!ret && (o->threads < 1 || o->threads > CONFIG_MAX_THREADS)) {
-				nb_err("run: --threads: 1..%d", CONFIG_MAX_THREADS);
-				ret = -NB_EINVAL;
-			}
+			ret = nb_arg_u32("run", "--threads", optarg, 1, CONFIG_MAX_THREADS, &o->threads);
 			break;
-		case O_TEMP: ret = parse_float(optarg, "--temp", &o->sp.temperature); break;
-		case O_TOPK: ret = parse_u32(optarg, "--top-k", &o->sp.top_k); break;
-		case O_TOPP: ret = parse_float(optarg, "--top-p", &o->sp.top_p); break;
-		case O_MINP: ret = parse_float(optarg, "--min-p", &o->sp.min_p); break;
-		case O_REP: ret = parse_float(optarg, "--repeat-penalty", &o->sp.repeat_penalty); break;
-		case O_REPN: ret = parse_u32(optarg, "--repeat-last-n", &o->sp.repeat_last_n); break;
-		case O_SEED: ret = parse_u32(optarg, "--seed", &u); o->sp.seed = u; break;
-		case O_CTX: ret = parse_u32(optarg, "--ctx", &o->ctx); break;
+		case O_CTX: ret = nb_arg_u32("run", "--ctx", optarg, 1, UINT32_MAX, &o->ctx); break;
 		case O_NOECHO: o->echo = 0; break;
 		case O_NOBOS: o->add_bos = 0; break;
 		case O_STOP:
@@ -138,12 +141,15 @@ static int parse_opts(struct run_opts *o, int argc, char **argv)
 				nb_err("run: --stop: empty, longer than %d bytes, or more than %d of them",
 				       NB_STOP_MAX_LEN, NB_STOP_MAX);
 			break;
-		default: return -NB_EINVAL;
+		case '?': return -NB_EINVAL;
+		default: ret = parse_sampling(&o->sp, c, optarg); break;
 		}
 	}
-	if (!ret && (optind != argc || !o->model)) {
-		nb_err(optind != argc ? "run: unexpected argument '%s'" : "run: no model (-m FILE)%s",
-		       optind != argc ? argv[optind] : "");
+	if (!ret && optind != argc) {
+		nb_usage_error("run", "unexpected argument '%s'", argv[optind]);
+		ret = -NB_EINVAL;
+	} else if (!ret && !o->model) {
+		nb_usage_error("run", "no model (-m MODEL.nib)");
 		ret = -NB_EINVAL;
 	}
 	return ret;
@@ -243,8 +249,10 @@ static int encode_prompt(struct nb_llm *l, const struct run_opts *o, int32_t **i
 	return ret;
 }
 
-/* llama.cpp's defaults, which suit small story models too; a fresh seed
- * each run unless --seed. */
+/* llama.cpp's defaults, which suit small story models too: temperature,
+ * top-k, top-p and min-p on; the repetition penalty off (1), so that
+ * --temp 0 is the plain argmax, as in the server and llama.cpp. A fresh
+ * seed each run unless --seed. */
 static void set_default_sampling(struct nb_sampler_params *p)
 {
 	struct timespec ts;
@@ -254,10 +262,23 @@ static void set_default_sampling(struct nb_sampler_params *p)
 	p->top_k = 40;
 	p->top_p = 0.95f;
 	p->min_p = 0.05f;
-	p->repeat_penalty = 1.1f;
-	p->repeat_last_n = 64;
+	p->repeat_last_n = 64; /* what --repeat-penalty looks at */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	p->seed = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
+}
+
+/* What -v (NIBBLE_LOG=debug) adds: the settings this run really used. */
+static void log_settings(const struct nb_llm *l, const struct run_opts *o)
+{
+	const struct nb_hparams *hp = &l->img.hp;
+	const struct nb_sampler_params *sp = &o->sp;
+
+	nb_dbg("run: %s: %u layers, dim %u, vocab %u; context %u, %u threads", o->model,
+	       hp->n_layers, hp->dim, hp->vocab_size, o->ctx, o->threads);
+	nb_dbg("run: sampling: repeat-penalty %g over %u tokens, temp %g, top-k %u, top-p %g, "
+	       "min-p %g, seed %llu", (double)sp->repeat_penalty, sp->repeat_last_n,
+	       (double)sp->temperature, sp->top_k, (double)sp->top_p, (double)sp->min_p,
+	       (unsigned long long)sp->seed);
 }
 
 static int run_main(int argc, char **argv)
@@ -298,6 +319,7 @@ static int run_main(int argc, char **argv)
 		ret = -NB_ERANGE;
 		goto out;
 	}
+	log_settings(&l, &o);
 	ret = nb_pool_open(&pool, o.threads, NULL);
 	if (ret)
 		goto out;
@@ -333,20 +355,27 @@ const struct nb_applet nb_applet_run = {
 		 "string, or a full context.\n\n"
 		 "  -m, --model FILE        model image (.nib)\n"
 		 "  -p, --prompt TEXT       prompt; '-' reads stdin\n"
-		 "  -n, --n-predict N       tokens to generate (256)\n"
-		 "      --temp T            temperature; 0 = greedy (0.8)\n"
+		 "  -n, --n-predict N       tokens to generate, 1 or more (256)\n"
+		 "      --temp T            temperature 0..100; 0 = greedy (0.8)\n"
 		 "      --top-k K           keep the K most likely tokens; 0 = off (40)\n"
-		 "      --top-p P           nucleus sampling mass; 1 = off (0.95)\n"
-		 "      --min-p P           drop tokens below P x the most likely; 0 = off (0.05)\n"
-		 "      --repeat-penalty R  penalize recent tokens; 1 = off (1.1)\n"
-		 "      --repeat-last-n N   how many recent tokens; 0 = off (64)\n"
-		 "      --seed N            the same seed gives the same text (random)\n"
+		 "      --top-p P           nucleus sampling mass in (0, 1]; 1 = off (0.95)\n"
+		 "      --min-p P           drop tokens below P x the most likely, P in [0, 1);\n"
+		 "                          0 = off (0.05)\n"
+		 "      --repeat-penalty R  penalize recent tokens, R in (0, 100]; 1 = off (1)\n"
+		 "      --repeat-last-n N   how many recent tokens, 0..4096; 0 = off (64)\n"
+		 "      --seed N            0..2^64-1; the same seed gives the same text (random)\n"
 		 "      --stop STR          stop before STR (repeatable, up to 8)\n"
 		 "      --ctx N             context length (the model's); its KV cache is\n"
 		 "                          allocated whole at start\n"
 		 "      --no-echo           do not print the prompt\n"
 		 "      --no-bos            do not start with the BOS token\n"
-		 "  -t, --threads N         worker threads (the CPUs, at most CONFIG_MAX_THREADS)\n"
-		 "  -v, --verbose           print load time, time to first token, tokens/s\n",
+		 "  -t, --threads N         worker threads (the CPUs, at most "
+		 NB_KCONFIG_STR(CONFIG_MAX_THREADS) ")\n"
+		 "  -v, --verbose           print load time, time to first token, tokens/s\n\n"
+		 "Sampling applies, in this order: the repetition penalty (a recent token's\n"
+		 "positive logit divided by R, a negative one multiplied), then --temp 0 takes\n"
+		 "the most likely token (the lowest id on ties); else temperature, top-k,\n"
+		 "softmax, top-p, min-p, and a draw. With the defaults, --temp 0 is plain\n"
+		 "greedy decoding. `nibble -v run` also logs the settings used.\n",
 	.main = run_main,
 };

@@ -173,19 +173,19 @@ static int selftest_main(int argc, char **argv)
 					      { NULL, 0, NULL, 0 } };
 	const char *model = NULL;
 	struct tally t = { 0, 0 };
-	uint64_t seed = 1;
+	unsigned long long seed = 1;
 	struct nb_cpu cpu;
 	char feat[128];
 	int c;
 
-	while ((c = getopt_long(argc, argv, "s:m:", opts, NULL)) != -1) {
+	while ((c = nb_getopt("selftest", argc, argv, "s:m:", opts)) != -1) {
 		if (c == 'm')
 			model = optarg;
-		else if (c == 's')
-			seed = strtoull(optarg, NULL, 0);
-		else
+		else if (c != 's' || nb_arg_uint("selftest", "--seed", optarg, 0, UINT64_MAX, &seed))
 			return NB_EXIT_USAGE;
 	}
+	if (optind != argc)
+		return nb_usage_error("selftest", "unexpected argument '%s'", argv[optind]);
 	nb_cpu_detect(&cpu);
 	nb_cpu_describe(&cpu, feat, sizeof(feat));
 	printf("cpu   %s\n", feat);
@@ -201,12 +201,12 @@ static int selftest_main(int argc, char **argv)
 const struct nb_applet nb_applet_selftest = {
 	.name = "selftest",
 	.summary = "run the built-in checks on this board",
-	.usage = "usage: nibble selftest [--seed N] [-m MODEL.nib]\n\n"
+	.usage = "usage: nibble selftest [-s, --seed N] [-m, --model MODEL.nib]\n\n"
 		 "Detects the CPU features, compares every kernel backend this CPU can run\n"
 		 "with the scalar reference on random and extreme inputs (bit for bit),\n"
 		 "checks SHA-256 (mbedTLS) and the GPIO library. With -m, also runs the\n"
 		 "model on every backend and on two threads and requires the scalar\n"
-		 "reference's logits bit for bit, and its golden vector. Exits 1 on any\n"
-		 "failure.\n",
+		 "reference's logits bit for bit, and its golden vector. --seed (0..2^64-1,\n"
+		 "default 1) picks the random inputs. Exits 1 on any failure.\n",
 	.main = selftest_main,
 };

@@ -6,6 +6,7 @@
 
 #include <getopt.h>
 #include <grp.h>
+#include <netdb.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,39 @@ static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 	return ret;
 }
 
+/* --listen HOST:PORT, numeric ([::1]:8080 for IPv6), and its key: checked
+ * before the server starts, as a usage error. */
+static int check_listen(const char *spec, const char *key_file)
+{
+	const struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+					.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+	const char *colon = strrchr(spec, ':'), *host = spec;
+	struct addrinfo *res = NULL;
+	char buf[64];
+	size_t len = colon ? (size_t)(colon - spec) : 0;
+
+	if (len >= 2 && spec[0] == '[' && spec[len - 1] == ']') {
+		host = spec + 1;
+		len -= 2;
+	}
+	if (!colon || len == 0 || len >= sizeof(buf) || !colon[1]) {
+		nb_err("serve: --listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:8080)", spec);
+		return -NB_EINVAL;
+	}
+	memcpy(buf, host, len);
+	buf[len] = '\0';
+	if (getaddrinfo(buf, colon + 1, &hints, &res) != 0) {
+		nb_err("serve: --listen: '%s' is not a numeric address and port", spec);
+		return -NB_EINVAL;
+	}
+	freeaddrinfo(res);
+	if (!key_file) {
+		nb_usage_error("serve", "--listen needs --api-key-file (TCP clients must authenticate)");
+		return -NB_EINVAL;
+	}
+	return 0;
+}
+
 static int serve_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -112,13 +146,15 @@ static int serve_main(int argc, char **argv)
 	int c;
 
 	nb_server_opts_default(&o);
-	while ((c = getopt_long(argc, argv, "m:s:t:", opts, NULL)) != -1)
+	while ((c = nb_getopt("serve", argc, argv, "m:s:t:", opts)) != -1)
 		if (parse_opt(&o, c, optarg))
 			return NB_EXIT_USAGE;
-	if (optind != argc || !o.model) {
-		fprintf(stderr, "%s", nb_applet_serve.usage);
+	if (optind != argc)
+		return nb_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+	if (!o.model)
+		return nb_usage_error("serve", "no model (-m MODEL.nib)");
+	if (o.listen && check_listen(o.listen, o.api_key_file))
 		return NB_EXIT_USAGE;
-	}
 	return nb_server_run(&o) ? NB_EXIT_FAIL : NB_EXIT_OK;
 }
 

@@ -8,11 +8,13 @@ static int sha256_main(int argc, char **argv)
 	char hex[2 * NB_DIGEST_LEN + 1];
 	int status = NB_EXIT_OK;
 
-	if (argc < 2) {
-		fprintf(stderr, "%s", nb_applet_sha256.usage);
+	/* No options: this rejects -x and --x, and takes -- before a name
+	 * that starts with a dash. */
+	if (nb_getopt("sha256", argc, argv, "", NULL) != -1)
 		return NB_EXIT_USAGE;
-	}
-	for (int i = 1; i < argc; i++) {
+	if (optind == argc)
+		return nb_usage_error("sha256", "no FILE");
+	for (int i = optind; i < argc; i++) {
 		if (nb_digest_file(argv[i], d) != 0) {
 			status = NB_EXIT_FAIL;
 			continue;
@@ -27,7 +29,8 @@ const struct nb_applet nb_applet_sha256 = {
 	.name = "sha256",
 	.summary = "print SHA-256 digests of files (as sha256sum does)",
 	.usage = "usage: nibble sha256 FILE...\n\n"
-		 "Prints the SHA-256 digest of each file in sha256sum's format.\n"
+		 "Prints the SHA-256 digest of each file in sha256sum's format (-- before a\n"
+		 "name that starts with '-').\n"
 		 "Exits 1 if any file cannot be read.\n",
 	.main = sha256_main,
 };

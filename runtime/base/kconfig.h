@@ -10,4 +10,9 @@
 #define NB__IS_DEFINED2(val) NB__IS_DEFINED3(NB__ARG_PLACEHOLDER_##val)
 #define IS_ENABLED(option) NB__IS_DEFINED2(option)
 
+/* A numeric option as a string literal, for usage texts: "at most "
+ * NB_KCONFIG_STR(CONFIG_MAX_THREADS). */
+#define NB__STR(x) #x
+#define NB_KCONFIG_STR(option) NB__STR(option)
+
 #endif

@@ -14,6 +14,8 @@
  *      (the token that crosses it included);
  *   7. min-p: drop tokens with probability < min_p * the highest one;
  *   8. draw one token from what is left, in proportion to its probability.
+ * The penalty comes before the argmax: temperature 0 is plain greedy
+ * decoding only with repeat_penalty 1, as every default has it.
  */
 #ifndef NB_SAMPLER_H
 #define NB_SAMPLER_H

@@ -19,7 +19,12 @@ make -s O="$t" x86_64_defconfig > /dev/null 2>&1
 make -s -j2 O="$t" > /dev/null 2>&1
 check_output "default build has the sha256 applet" "^sha256$" "$t/nibble" --list
 kconfig-tweak --file "$t/.config" --disable APPLET_SHA256
+# (Same rebuild:) debug messages compiled out, so -v must say it cannot show them.
+kconfig-tweak --file "$t/.config" --disable LOG_LEVEL_DEBUG --enable LOG_LEVEL_INFO
 check "rebuild after changing .config" make -s -j2 O="$t"
+check_output "-v above the compiled-in level says so" \
+	"^nibble: warn: debug messages are not compiled into this build \(CONFIG_LOG_LEVEL is info\)" \
+	"$t/nibble" -v version
 check_fails "the rebuilt binary no longer has sha256" 2 "unknown applet 'sha256'" "$t/nibble" sha256 /dev/null
 check_output "--version no longer lists APPLET_SHA256" "^features: " sh -c "\"$t/nibble\" --version | grep -v APPLET_SHA256"
 make -s O="$t" savedefconfig > /dev/null 2>&1

@@ -59,8 +59,8 @@ head -c 8192 /dev/urandom > "$tmp/noise.nib"
 check_fails "random bytes are not an image" 1 "bad magic" "$NB" inspect "$tmp/noise.nib"
 check_fails "a prompt longer than the context" 1 "context holds 4" \
 	"$NB" run -m "$tmp/l.nib" -p "Once upon a time there was" --ctx 4
-check_fails "an unknown option is a usage error" 2 "unrecognized option" \
-	"$NB" run -m "$tmp/l.nib" --frobnicate
+check_usage "an unknown option is a usage error" \
+	"run: unknown option '--frobnicate' \(see nibble run --help\)" "$NB" run -m "$tmp/l.nib" --frobnicate
 check_fails "bench: a count that is not a number is a usage error" 2 \
 	"--reps: 'x' is not a whole number in 1\.\.[0-9]+" "$NB" bench -m "$tmp/l.nib" --reps x
 check_fails "bench: 0 threads is a usage error" 2 "--threads: '0' is not a whole number" \
@@ -77,3 +77,91 @@ check_fails "convert: an HF directory without config.json" 1 "config.json" \
 check_fails "convert: a llama2.c file without a tokenizer" 1 "tokenizer" \
 	sh -c "cp $M/stories260K.bin $tmp/empty/m.bin && \"$NB\" convert $tmp/empty/m.bin -o $tmp/out.nib"
 check "convert: no temporary files are left behind" sh -c "! ls $tmp | grep -q tmp"
+# The same checkpoint in llama2.c's version 1 layout ("ak42" header, other
+# tensor order) is recognised as one and gives the same golden vector.
+python3 - "$M/stories260K.bin" "$tmp/empty/v1.bin" <<'EOT'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+dim, hid, nl, nh, nkv, voc, seq = struct.unpack("<7i", b[:28])
+shared, voc, hd = voc > 0, abs(voc), dim // nh
+sizes = [voc * dim, nl * dim, nl * dim * dim, nl * nkv * hd * dim, nl * nkv * hd * dim,
+         nl * dim * dim, nl * dim, nl * hid * dim, nl * dim * hid, nl * hid * dim, dim,
+         seq * hd // 2, seq * hd // 2] + ([] if shared else [voc * dim])
+seg, off = [], 28
+for n in sizes:
+    seg.append(b[off:off + 4 * n])
+    off += 4 * n
+head = struct.pack("<Ii7iB", 0x616b3432, 1, dim, hid, nl, nh, nkv, voc, seq, int(shared))
+body = [seg[i] for i in (1, 6, 10, 0, 2, 3, 4, 5, 7, 8, 9)] + seg[13:]
+open(sys.argv[2], "wb").write(head.ljust(256, b"\0") + b"".join(body))
+EOT
+check "convert: a llama2.c version 1 checkpoint" \
+	"$NB" convert "$tmp/empty/v1.bin" -t "$M/tok512.bin" -o "$tmp/v1.nib"
+check "... has the legacy file's golden vector" test \
+	"$("$NB" inspect "$tmp/v1.nib" | grep '^golden')" = "$("$NB" inspect "$tmp/l.nib" | grep '^golden')"
+rm -f "$tmp/empty/v1.bin"
+# Errors name the file at fault and the real cause, once.
+out=$("$NB" convert README.md -o "$tmp/out.nib" 2>&1)
+check "convert: a file that is no model is called so" test "$?" = 1 -a \
+	"$(printf '%s\n' "$out" | head -n 1)" = "nibble: error: convert: README.md: not a model: no llama2.c checkpoint, GGUF file, nibble image or HF directory (--format forces one)"
+check "convert: ... and not a llama2.c file without a tokenizer" \
+	sh -c "! printf '%s' \"\$1\" | grep -Eq 'tokenizer|not found'" - "$out"
+out=$("$NB" convert "$M/stories260K.bin" -o /nonexistent/dir/c.nib 2>&1)
+check "convert: an output directory that does not exist is blamed, not the source" test "$?" = 1 -a \
+	"$out" = "nibble: error: convert: /nonexistent/dir/c.nib: cannot write in /nonexistent/dir: No such file or directory"
+check_fails "quantize: the output is checked before the work" 1 \
+	"^nibble: error: quantize: /nonexistent/q.nib: cannot write in /nonexistent: No such file" \
+	"$NB" quantize "$tmp/l.nib" -o /nonexistent/q.nib --type q4_g32
+check_fails "convert: an output that is a directory" 1 "convert: $tmp/empty: is a directory" \
+	"$NB" convert "$M/stories260K.bin" -o "$tmp/empty"
+
+# --temp 0 is greedy: the reference's greedy continuation of every prompt
+# (the default repetition penalty is off).
+mkdir "$tmp/ref"
+python3 - "$D/reference.json" "$tmp/ref" <<'EOT'
+import json, sys
+for p in json.load(open(sys.argv[1]))["prompts"]:
+    for ext, text in (("prompt", p["prompt"]), ("want", p["base"]["greedy_text"])):
+        with open("%s/%s.%s" % (sys.argv[2], p["name"], ext), "w") as f:
+            f.write(text)
+EOT
+for f in "$tmp"/ref/*.prompt; do
+	name=$(basename "$f" .prompt)
+	got=$("$NB" run -m "$tmp/l.nib" -p "$(cat "$f")" -n 48 --temp 0 --no-echo 2>/dev/null)
+	check "run --temp 0 is the reference greedy continuation ($name, 48 tokens)" \
+		test "$got" = "$(cat "$tmp/ref/$name.want")"
+done
+
+# Sampling options are checked before the model loads: nothing is echoed.
+for bad in "--temp -1" "--top-p 2" "--min-p 1" "--repeat-penalty 0" "--temp 1e9"; do
+	check_usage "run $bad is refused before the prompt is echoed" "run: ${bad%% *}: .*" \
+		"$NB" run -m "$tmp/l.nib" -p "Once upon a time" $bad
+done
+check_output "-v shows the settings run used (debug messages are compiled in)" \
+	"^nibble: debug: run: sampling: repeat-penalty 1 over 64 tokens, temp 0\.8, top-k 40, top-p 0\.95, min-p 0\.05, seed 5\$" \
+	"$NB" -v run -m "$tmp/l.nib" -p Once -n 1 --seed 5
+check_output "NIBBLE_LOG=debug shows them too" "^nibble: debug: run: .*l\.nib: 5 layers" \
+	env NIBBLE_LOG=debug "$NB" run -m "$tmp/l.nib" -p Once -n 1
+
+# chat against a real server: options checked before connecting (cli.sh),
+# the server's own message when it refuses, its defaults when none given.
+"$NB" serve -m "$tmp/l.nib" -s "$tmp/s.sock" --ctx 128 2> "$tmp/serve.log" &
+spid=$!
+for i in $(seq 100); do
+	curl -s --unix-socket "$tmp/s.sock" http://x/health 2>/dev/null | grep -q '"ready"' && break
+	sleep 0.1
+done
+check_fails "chat: a max-tokens beyond the server's cap: its message, not raw JSON" 1 \
+	"^nibble: error: chat: the server refused the request \(HTTP 400\): .*max_tokens" \
+	"$NB" chat -s "$tmp/s.sock" -n 100000 "Once upon a time"
+check "chat: ... and no JSON on the screen" sh -c \
+	"! \"$NB\" chat -s \"$tmp/s.sock\" -n 100000 hi 2>&1 | grep -q '{'"
+check "chat without -n leaves max_tokens to the server (context of 128)" \
+	"$NB" chat -s "$tmp/s.sock" "Once upon a time"
+got=$(curl -s --unix-socket "$tmp/s.sock" http://x/v1/completions \
+	-d '{"prompt":"Tom and Lily went to the park.","max_tokens":48,"temperature":0}' |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])')
+check "the server at temperature 0 is the reference greedy continuation (park)" \
+	test "$got" = "$(cat "$tmp/ref/park.want")"
+kill "$spid" 2>/dev/null
+wait "$spid" 2>/dev/null

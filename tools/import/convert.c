@@ -1,40 +1,66 @@
-/* `nibble convert`: import a checkpoint (llama2.c, HF safetensors, GGUF)
- * and write a float32 model image with its manifest and golden vector. The
- * load and write halves (tools/import/convert.h) are shared with `nibble quantize`. */
+/* The two halves of making an image (tools/import/convert.h), shared by
+ * `nibble convert` and `nibble quantize`: load a source (llama2.c, HF
+ * safetensors, GGUF, float32 image) into a checkpoint; write an image with
+ * its manifest and golden vector. */
 #include "firmware/image.h"
-#include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
 #include "runtime/model/llm.h"
 #include "runtime/base/log.h"
 #include "tools/import/convert.h"
 #include "tools/import/image_write.h"
 
-#include <getopt.h>
+#include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_TEXT_FILE (1u << 20)
-
-struct convert_opts {
-	const char *src, *out, *name;
-	const char *golden_prompt;
-	uint32_t golden_steps;
-	uint64_t model_version;
-	struct nb_src_opts src_opts;
-};
+#define L2C_MAGIC_V1 0x616b3432u /* "ak42": llama2.c's versioned header */
 
 enum src_format { FMT_LLAMA2C, FMT_HF, FMT_GGUF, FMT_NIB };
 
 static const char *const fmt_names[] = { "llama2.c", "HF safetensors", "GGUF", "nibble image" };
 
+/* A legacy llama2.c checkpoint starts with seven int32 hyper-parameters
+ * (the vocabulary negative for an unshared classifier). Text and other
+ * files give values far out of these ranges: 4 printable bytes are at
+ * least 0x20202020. */
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static bool looks_like_llama2c(const uint8_t *h, size_t n)
+{
+	static const int32_t max[7] = { 1 << 16, 1 << 20, 1 << 10, 1 << 10, 1 << 10, 1 << 24,
+					1 << 24 };
+
+	if (n >= 4 && le32(h) == L2C_MAGIC_V1)
+		return true;
+	if (n < 28)
+		return false;
+	for (int i = 0; i < 7; i++) {
+		int32_t v = (int32_t)le32(h + 4 * i);
+
+		if (i == 5 && v < 0 && v > -max[5])
+			v = -v;
+		if (v <= 0 || v > max[i])
+			return false;
+	}
+	return true;
+}
+
 static int detect_format(const char *path, const struct nb_src_opts *o, enum src_format *fmt)
 {
 	static const char *const forced_names[] = { "llama2c", "hf", "gguf", "nib" };
 	struct stat st;
-	char magic[8] = { 0 };
+	uint8_t head[28] = { 0 };
+	size_t n;
 	FILE *f;
 
 	if (o->format) {
@@ -44,31 +70,36 @@ static int detect_format(const char *path, const struct nb_src_opts *o, enum src
 				return 0;
 			}
 		}
-		nb_err("%s: unknown --format '%s' (llama2c, hf, gguf, nib)", o->applet, o->format);
+		nb_err("%s: --format: '%s' is not one of llama2c, hf, gguf, nib", o->applet,
+		       o->format);
 		return -NB_EINVAL;
 	}
 	if (stat(path, &st) != 0) {
-		nb_err("%s: %s: no such file or directory", o->applet, path);
-		return -NB_ENOENT;
+		nb_err("%s: %s: %s", o->applet, path, strerror(errno));
+		return errno == ENOENT ? -NB_ENOENT : -NB_EIO;
 	}
 	if (S_ISDIR(st.st_mode)) {
 		*fmt = FMT_HF;
 		return 0;
 	}
 	f = fopen(path, "rb");
-	if (!f || fread(magic, 1, 4, f) != 4) {
-		nb_err("%s: %s: cannot read", o->applet, path);
-		if (f)
-			fclose(f);
+	if (!f) {
+		nb_err("%s: %s: %s", o->applet, path, strerror(errno));
 		return -NB_EIO;
 	}
-	if (fread(magic + 4, 1, 4, f) != 4)
-		memset(magic + 4, 0, 4);
+	n = fread(head, 1, sizeof(head), f);
 	fclose(f);
-	if (memcmp(magic, NB_IMAGE_MAGIC, 8) == 0)
+	if (n >= 8 && memcmp(head, NB_IMAGE_MAGIC, 8) == 0)
 		*fmt = FMT_NIB;
-	else
-		*fmt = memcmp(magic, "GGUF", 4) == 0 ? FMT_GGUF : FMT_LLAMA2C;
+	else if (n >= 4 && memcmp(head, "GGUF", 4) == 0)
+		*fmt = FMT_GGUF;
+	else if (looks_like_llama2c(head, n))
+		*fmt = FMT_LLAMA2C;
+	else {
+		nb_err("%s: %s: not a model: no llama2.c checkpoint, GGUF file, nibble image or "
+		       "HF directory (--format forces one)", o->applet, path);
+		return -NB_EFORMAT;
+	}
 	return 0;
 }
 
@@ -87,7 +118,8 @@ static int find_tokenizer(const char *applet, const char *src, char *out, size_t
 		if (stat(out, &st) == 0)
 			return 0;
 	}
-	nb_err("%s: %s is a llama2.c checkpoint: give its tokenizer with --tokenizer", applet, src);
+	nb_err("%s: %s: a llama2.c checkpoint needs its tokenizer: no tokenizer.bin, tok512.bin "
+	       "or tok32000.bin beside it (give one with --tokenizer)", applet, src);
 	return -NB_ENOENT;
 }
 
@@ -296,7 +328,7 @@ static const char *base_of(const char *path, char *buf, size_t cap)
 int nb_out_write(const struct nb_out_spec *o)
 {
 	const struct nb_ckpt *c = o->c;
-	char name[128], creator[64];
+	char name[128];
 	int32_t *golden = NULL;
 	size_t n_prompt = 0;
 	struct nb_image_kv meta[6];
@@ -306,12 +338,11 @@ int nb_out_write(const struct nb_out_spec *o)
 	ret = make_golden(o, &golden, &n_prompt);
 	if (ret)
 		goto out;
-	snprintf(creator, sizeof(creator), "nibble %s %s", nb_version_string(), o->applet);
 	meta[n_meta++] = (struct nb_image_kv){ "name", o->name ? o->name
 					       : c->name[0] ? c->name : base_of(o->src_path, name, sizeof(name)) };
 	meta[n_meta++] = (struct nb_image_kv){ "source", o->source };
 	meta[n_meta++] = (struct nb_image_kv){ "quantization", o->quantization };
-	meta[n_meta++] = (struct nb_image_kv){ "created_by", creator };
+	meta[n_meta++] = (struct nb_image_kv){ "created_by", o->creator ? o->creator : o->applet };
 	meta[n_meta++] = (struct nb_image_kv){ "license", c->license ? c->license : "unknown" };
 	if (c->chat_template)
 		meta[n_meta++] = (struct nb_image_kv){ "chat_template", c->chat_template };
@@ -325,97 +356,26 @@ out:
 	return ret;
 }
 
-static int parse_opts(struct convert_opts *o, int argc, char **argv)
+int nb_out_check(const char *applet, const char *path)
 {
-	static const struct option opts[] = {
-		{ "output", required_argument, NULL, 'o' }, { "tokenizer", required_argument, NULL, 't' },
-		{ "name", required_argument, NULL, 'N' },   { "license", required_argument, NULL, 'L' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "model-version", required_argument, NULL, 'V' },
-		{ "golden-prompt", required_argument, NULL, 'g' },
-		{ "golden-steps", required_argument, NULL, 's' }, { NULL, 0, NULL, 0 },
-	};
-	char *end;
-	int c;
+	char buf[PATH_MAX], *dir;
+	struct stat st;
 
-	while ((c = getopt_long(argc, argv, "o:t:f:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'o': o->out = optarg; break;
-		case 't': o->src_opts.tokenizer = optarg; break;
-		case 'N': o->name = optarg; break;
-		case 'L': o->src_opts.license_file = optarg; break;
-		case 'f': o->src_opts.format = optarg; break;
-		case 'g': o->golden_prompt = optarg; break;
-		case 'V':
-			o->model_version = strtoull(optarg, &end, 10);
-			if (*end || optarg[0] == '-')
-				return -NB_EINVAL;
-			break;
-		case 's':
-			o->golden_steps = (uint32_t)strtoul(optarg, &end, 10);
-			if (*end || o->golden_steps == 0 || o->golden_steps > 4096)
-				return -NB_EINVAL;
-			break;
-		default: return -NB_EINVAL;
-		}
-	}
-	if (optind + 1 != argc || !o->out)
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf)) {
+		nb_err("%s: %s: path too long", applet, path);
 		return -NB_EINVAL;
-	o->src = argv[optind];
+	}
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		nb_err("%s: %s: is a directory", applet, path);
+		return -NB_EINVAL;
+	}
+	dir = dirname(buf);
+	errno = 0;
+	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		errno = ENOTDIR;
+	if (errno || access(dir, W_OK | X_OK) != 0) {
+		nb_err("%s: %s: cannot write in %s: %s", applet, path, dir, strerror(errno));
+		return -NB_EIO;
+	}
 	return 0;
 }
-
-static int convert_main(int argc, char **argv)
-{
-	struct convert_opts o = { .golden_prompt = "Once upon a time", .golden_steps = 16,
-				  .model_version = 1, .src_opts = { .applet = "convert" } };
-	struct nb_tensor *views = NULL;
-	struct nb_src_info *info = malloc(sizeof(*info));
-	struct nb_ckpt c;
-	int ret;
-
-	if (parse_opts(&o, argc, argv)) {
-		free(info);
-		fprintf(stderr, "%s", nb_applet_convert.usage);
-		return NB_EXIT_USAGE;
-	}
-	nb_ckpt_init(&c);
-	ret = info ? nb_src_load(&c, o.src, &o.src_opts, info) : -NB_ENOMEM;
-	if (!ret)
-		ret = nb_ckpt_views(&c, &views);
-	if (!ret)
-		ret = nb_out_write(&(struct nb_out_spec){
-			.path = o.out, .applet = "convert", .c = &c, .tensors = views,
-			.n_tensors = c.n_tensors, .src_path = o.src, .name = o.name,
-			.source = info->desc, .quantization = "f32",
-			.golden_prompt = o.golden_prompt, .golden_steps = o.golden_steps,
-			.model_version = o.model_version });
-	if (ret)
-		nb_err("convert: %s: %s", o.src, nb_strerror(ret));
-	else
-		nb_info("convert: wrote %s (%zu tensors)", o.out, c.n_tensors);
-	free(views);
-	free(info);
-	nb_ckpt_free(&c);
-	return ret ? NB_EXIT_FAIL : NB_EXIT_OK;
-}
-
-const struct nb_applet nb_applet_convert = {
-	.name = "convert",
-	.summary = "import llama2.c / HF safetensors / GGUF into a model image",
-	.usage = "usage: nibble convert SRC -o OUT.nib [options]\n\n"
-		 "SRC is a llama2.c checkpoint (.bin), a HuggingFace directory (config.json,\n"
-		 "model.safetensors or a sharded index, tokenizer.model or tokenizer.json), a\n"
-		 "GGUF file (llama architecture; F32, F16, Q8_0, Q4_0 tensors) or a float32\n"
-		 "image. Writes a float32 image with the tokenizer, manifest and a golden test\n"
-		 "vector (the greedy continuation of a prompt, computed here).\n\n"
-		 "  -o, --output FILE       the image to write (atomically)\n"
-		 "  -t, --tokenizer FILE    llama2.c tokenizer.bin (default: beside SRC)\n"
-		 "  -f, --format F          llama2c | hf | gguf | nib (default: detected)\n"
-		 "      --name NAME         model name (default: from SRC)\n"
-		 "      --license FILE      license text (default: LICENSE beside SRC)\n"
-		 "      --model-version N   monotonic model version for updates (1)\n"
-		 "      --golden-prompt T   prompt of the golden vector (\"Once upon a time\")\n"
-		 "      --golden-steps N    its greedy tokens (16)\n",
-	.main = convert_main,
-};

@@ -34,7 +34,8 @@ int nb_ckpt_views(const struct nb_ckpt *c, struct nb_tensor **out);
 
 struct nb_out_spec {
 	const char *path;               /* the image to write (atomically) */
-	const char *applet;             /* "convert": the manifest's created_by */
+	const char *applet;             /* "convert": names the messages */
+	const char *creator;            /* manifest "created_by": "nibble 0.1.0 convert" */
 	const struct nb_ckpt *c;        /* hp, tokenizer, name, license, chat template */
 	const struct nb_tensor *tensors; /* what the image holds, in order */
 	size_t n_tensors;
@@ -46,6 +47,11 @@ struct nb_out_spec {
 	uint32_t golden_steps;
 	uint64_t model_version;
 };
+
+/* Whether path can be written, before the work that makes it: its
+ * directory exists and is writable, path is not a directory. Logs
+ * "<applet>: <path>: cannot write in <dir>: <cause>". */
+int nb_out_check(const char *applet, const char *path);
 
 /* Computes the golden vector on o->tensors (bound as a model: so every
  * board reproduces it exactly) and writes the image. */

@@ -232,7 +232,7 @@ int nb_image_write(const char *path, const struct nb_image_spec *s)
 
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
-		nb_err("%s: %s", tmp, strerror(errno));
+		nb_err("%s: cannot create %s: %s", path, tmp, strerror(errno));
 		ret = -NB_EIO;
 		goto out;
 	}

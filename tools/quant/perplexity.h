@@ -48,6 +48,11 @@ bool nb_ppl_next_doc(const char *text, size_t len, const char *sep, size_t *pos,
 /* Offset of the first byte that is not well-formed UTF-8, or len. */
 size_t nb_ppl_utf8_invalid_at(const char *text, size_t len);
 
+/* The whole file at path into *out (NUL-terminated, caller frees): a
+ * regular file of at most 64 MiB, not only whitespace, valid UTF-8 (else
+ * an error naming the byte offset and line). */
+int nb_ppl_read_text(const char *path, char **out, size_t *len);
+
 struct nb_ppl_stream {
 	int32_t *ids;
 	size_t n;      /* tokens kept */

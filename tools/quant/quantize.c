@@ -17,7 +17,6 @@
  * every method (GPTQ and AWQ tune the linears of the blocks). */
 #include "runtime/base/sys.h"
 #include "firmware/image.h"
-#include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
 #include "runtime/model/forward.h"
 #include "runtime/base/log.h"
@@ -27,7 +26,6 @@
 #include "tools/quant/quantize.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,7 +37,6 @@
 
 
 #define CALIB_MAX_FILE (64u << 20)       /* calibration needs only the start */
-#define CALIB_MAX_TOKENS (1u << 20)
 
 /* ---- the plan ---------------------------------------------------------- */
 
@@ -171,136 +168,28 @@ int nb_qplan_check(const struct nb_qplan *p, const char *const *names, size_t n,
 
 /* ---- options ------------------------------------------------------------ */
 
-enum method { METHOD_RTN, METHOD_AWQ, METHOD_GPTQ };
-static const char *const method_names[] = { "rtn", "awq", "gptq" };
+const char *const nb_qmethod_names[NB_QMETHOD_COUNT] = { "rtn", "awq", "gptq" };
 
-struct qopts {
-	const char *src, *out, *calib, *name, *golden_prompt;
-	enum method method;
-	uint32_t calib_tokens, golden_steps;
-	bool act_order, no_clip, have_type, have_damp;
-	float damp;
-	uint64_t model_version;
-	struct nb_qplan plan;
-	struct nb_src_opts src_opts;
-};
-
-static int parse_u32(const char *opt, const char *s, uint32_t lo, uint32_t hi, uint32_t *v)
+int nb_quantize_check(const struct nb_quantize_opts *o)
 {
-	char *end;
-	unsigned long x = strtoul(s, &end, 10);
-
-	if (*s < '0' || *s > '9' || *end || x < lo || x > hi) {
-		nb_err("quantize: %s: '%s' is not a number in %u..%u", opt, s, lo, hi);
+	if (o->method >= NB_QMETHOD_COUNT || o->plan.type < NB_QTYPE_MIN ||
+	    o->plan.type > NB_QTYPE_MAX) {
+		nb_err("quantize: method %d, type %u: no such method or type", (int)o->method,
+		       o->plan.type);
 		return -NB_EINVAL;
 	}
-	*v = (uint32_t)x;
-	return 0;
-}
-
-static int parse_method(const char *s, enum method *m)
-{
-	for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
-		if (strcmp(s, method_names[i]) == 0) {
-			*m = (enum method)i;
-			return 0;
-		}
-	}
-	nb_err("quantize: unknown --method '%s' (rtn, awq, gptq)", s);
-	return -NB_EINVAL;
-}
-
-static int parse_damp(const char *s, float *damp)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (end == s || *end || !(v > 0 && v <= 1)) {
-		nb_err("quantize: --damp: '%s' is not a number in (0, 1]", s);
-		return -NB_EINVAL;
-	}
-	*damp = (float)v;
-	return 0;
-}
-
-static int parse_one(struct qopts *o, int c, const char *arg)
-{
-	char *end;
-
-	switch (c) {
-	case 'o': o->out = arg; return 0;
-	case 'T': o->have_type = true; return nb_qplan_parse_type(arg, false, &o->plan.type);
-	case 'm': return parse_method(arg, &o->method);
-	case 'c': o->calib = arg; return 0;
-	case 'n': return parse_u32("--calib-tokens", arg, 1, CALIB_MAX_TOKENS, &o->calib_tokens);
-	case 'k': return nb_qplan_add_keep(&o->plan, arg);
-	case 'a': o->act_order = true; return 0;
-	case 'd': o->have_damp = true; return parse_damp(arg, &o->damp);
-	case 'C': o->no_clip = true; return 0;
-	case 's': return parse_u32("--golden-steps", arg, 1, 4096, &o->golden_steps);
-	case 'g': o->golden_prompt = arg; return 0;
-	case 't': o->src_opts.tokenizer = arg; return 0;
-	case 'f': o->src_opts.format = arg; return 0;
-	case 'N': o->name = arg; return 0;
-	case 'L': o->src_opts.license_file = arg; return 0;
-	case 'V':
-		o->model_version = strtoull(arg, &end, 10);
-		if (*end || arg[0] < '0' || arg[0] > '9') {
-			nb_err("quantize: --model-version: '%s' is not a number", arg);
-			return -NB_EINVAL;
-		}
-		return 0;
-	default: return -NB_EINVAL;
-	}
-}
-
-static int check_opts(const struct qopts *o)
-{
-	if (!o->out || !o->have_type) {
-		nb_err("quantize: %s is required", o->out ? "--type" : "-o OUT.nib");
-		return -NB_EINVAL;
-	}
-	if (o->method != METHOD_RTN && !o->calib) {
+	if (o->method != NB_QMETHOD_RTN && !o->calib) {
 		nb_err("quantize: --method %s needs calibration text (--calib FILE)",
-		       method_names[o->method]);
+		       nb_qmethod_names[o->method]);
 		return -NB_EINVAL;
 	}
-	if (o->method != METHOD_GPTQ && (o->act_order || o->have_damp)) {
-		nb_err("quantize: --act-order and --damp are options of --method gptq");
-		return -NB_EINVAL;
-	}
-	if (o->method != METHOD_AWQ && o->no_clip) {
-		nb_err("quantize: --no-clip is an option of --method awq");
+	if (!(o->damp > 0.0f && o->damp <= 1.0f) || o->calib_tokens < 1 ||
+	    o->calib_tokens > NB_QUANTIZE_MAX_CALIB_TOKENS) {
+		nb_err("quantize: damp %g or %u calibration tokens out of range", (double)o->damp,
+		       o->calib_tokens);
 		return -NB_EINVAL;
 	}
 	return 0;
-}
-
-static int parse_opts(struct qopts *o, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "output", required_argument, NULL, 'o' },   { "type", required_argument, NULL, 'T' },
-		{ "method", required_argument, NULL, 'm' },   { "calib", required_argument, NULL, 'c' },
-		{ "calib-tokens", required_argument, NULL, 'n' },
-		{ "keep", required_argument, NULL, 'k' },     { "act-order", no_argument, NULL, 'a' },
-		{ "damp", required_argument, NULL, 'd' },     { "no-clip", no_argument, NULL, 'C' },
-		{ "golden-steps", required_argument, NULL, 's' },
-		{ "golden-prompt", required_argument, NULL, 'g' },
-		{ "tokenizer", required_argument, NULL, 't' }, { "format", required_argument, NULL, 'f' },
-		{ "name", required_argument, NULL, 'N' },     { "license", required_argument, NULL, 'L' },
-		{ "model-version", required_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
-	};
-	int c;
-
-	while ((c = getopt_long(argc, argv, "o:t:f:", opts, NULL)) != -1)
-		if (parse_one(o, c, optarg))
-			return -NB_EINVAL;
-	if (optind + 1 != argc) {
-		nb_err("quantize: expected one SRC");
-		return -NB_EINVAL;
-	}
-	o->src = argv[optind];
-	return check_opts(o);
 }
 
 /* ---- the job ----------------------------------------------------------- */
@@ -320,7 +209,7 @@ struct seq {
 };
 
 struct qjob {
-	const struct qopts *o;
+	const struct nb_quantize_opts *o;
 	struct nb_ckpt c;
 	struct nb_src_info info;
 	struct nb_tensor *fviews; /* float32 views of c: the calibration model */
@@ -800,7 +689,7 @@ static int awq_layer(struct qjob *j, uint32_t l)
 	return ret;
 }
 
-/* ---- the applet --------------------------------------------------------- */
+/* ---- the whole job ------------------------------------------------------ */
 
 static int plan_types(struct qjob *j)
 {
@@ -838,9 +727,9 @@ static int quantize_layers(struct qjob *j)
 			ret = quantize_rtn(j, i);
 	}
 	for (uint32_t l = 0; !ret && l < j->c.hp.n_layers; l++) {
-		if (j->o->method == METHOD_GPTQ) {
+		if (j->o->method == NB_QMETHOD_GPTQ) {
 			ret = gptq_layer(j, l);
-		} else if (j->o->method == METHOD_AWQ) {
+		} else if (j->o->method == NB_QMETHOD_AWQ) {
 			ret = awq_layer(j, l);
 		} else {
 			for (int s = 0; !ret && s < N_STAGES; s++)
@@ -898,17 +787,17 @@ static void recipe_keeps(const struct nb_qplan *p, bool tied, char *buf, size_t 
 /* "q4_g32 gptq act-order damp 0.01 calib 2048 tokens; q8_g32: token_embd" */
 static void recipe(const struct qjob *j, char *buf, size_t cap)
 {
-	const struct qopts *o = j->o;
+	const struct nb_quantize_opts *o = j->o;
 	size_t n = 0;
 
 	buf[0] = '\0';
-	append(buf, cap, &n, "%s %s", nb_qinfo(o->plan.type)->name, method_names[o->method]);
-	if (o->method == METHOD_GPTQ)
+	append(buf, cap, &n, "%s %s", nb_qinfo(o->plan.type)->name, nb_qmethod_names[o->method]);
+	if (o->method == NB_QMETHOD_GPTQ)
 		append(buf, cap, &n, "%s damp %g", o->act_order ? " act-order" : "",
 		       (double)o->damp);
-	if (o->method == METHOD_AWQ)
+	if (o->method == NB_QMETHOD_AWQ)
 		append(buf, cap, &n, "%s", o->no_clip ? " no-clip" : " clip");
-	if (o->method != METHOD_RTN)
+	if (o->method != NB_QMETHOD_RTN)
 		append(buf, cap, &n, " calib %zu tokens", j->n_ids);
 	recipe_keeps(&o->plan, j->c.hp.tied_embeddings, buf, cap, &n);
 }
@@ -936,7 +825,8 @@ static int write_out(struct qjob *j)
 	recipe(j, rec, sizeof(rec));
 	if (!ret)
 		ret = nb_out_write(&(struct nb_out_spec){
-			.path = j->o->out, .applet = "quantize", .c = &j->c, .tensors = views,
+			.path = j->o->out, .applet = "quantize", .creator = j->o->creator, .c = &j->c,
+			.tensors = views,
 			.n_tensors = j->c.n_tensors, .src_path = j->o->src, .name = j->o->name,
 			.source = j->info.desc, .quantization = rec,
 			.golden_prompt = j->o->golden_prompt, .golden_steps = j->o->golden_steps,
@@ -954,15 +844,15 @@ static int run(struct qjob *j)
 
 	if (!ret)
 		ret = plan_types(j);
-	if (!ret && j->o->calib && j->o->method != METHOD_RTN)
+	if (!ret && j->o->calib && j->o->method != NB_QMETHOD_RTN)
 		ret = load_calib(j);
 	if (!ret)
 		ret = nb_ckpt_views(&j->c, &j->fviews);
 	if (!ret)
 		ret = quantize_layers(j);
-	if (!ret && j->o->method != METHOD_RTN && j->loss_rtn > 0)
+	if (!ret && j->o->method != NB_QMETHOD_RTN && j->loss_rtn > 0)
 		nb_info("quantize: output error of the calibrated linears: %s %.4g vs rtn %.4g (%.1f%%)",
-			method_names[j->o->method], j->loss_method, j->loss_rtn,
+			nb_qmethod_names[j->o->method], j->loss_method, j->loss_rtn,
 			100.0 * j->loss_method / j->loss_rtn);
 	if (!ret)
 		ret = write_out(j);
@@ -982,67 +872,22 @@ static void job_free(struct qjob *j)
 	nb_ckpt_free(&j->c);
 }
 
-static int quantize_main(int argc, char **argv)
+int nb_quantize_image(const struct nb_quantize_opts *o)
 {
-	struct qopts *o = calloc(1, sizeof(*o));
-	struct qjob *j = calloc(1, sizeof(*j));
-	int ret;
+	struct qjob *j;
+	int ret = nb_quantize_check(o);
 
-	if (!o || !j) {
-		free(o);
-		free(j);
-		return NB_EXIT_FAIL;
-	}
-	*o = (struct qopts){ .method = METHOD_RTN, .calib_tokens = 2048, .golden_steps = 16,
-			     .golden_prompt = "Once upon a time", .damp = 0.01f,
-			     .src_opts = { .applet = "quantize" } };
-	if (parse_opts(o, argc, argv)) {
-		fprintf(stderr, "%s", nb_applet_quantize.usage);
-		free(o);
-		free(j);
-		return NB_EXIT_USAGE;
-	}
-	if (o->calib && o->method == METHOD_RTN)
-		nb_warn("quantize: rtn does not use --calib");
+	if (ret)
+		return ret;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -NB_ENOMEM;
 	j->o = o;
 	j->tty = isatty(STDERR_FILENO);
 	j->t0 = nb_sys_now();
 	nb_ckpt_init(&j->c);
 	ret = run(j);
-	if (ret)
-		nb_err("quantize: %s not written (%s)", o->out, nb_strerror(ret));
 	job_free(j);
 	free(j);
-	free(o);
-	return ret ? NB_EXIT_FAIL : NB_EXIT_OK;
+	return ret;
 }
-
-const struct nb_applet nb_applet_quantize = {
-	.name = "quantize",
-	.summary = "quantize a model to 4 or 8 bits (RTN, AWQ, GPTQ) into an image",
-	.usage = "usage: nibble quantize SRC -o OUT.nib --type TYPE [options]\n\n"
-		 "SRC is anything `nibble convert` reads (llama2.c, HF directory, GGUF) or a\n"
-		 "float32 image. Matrices become TYPE, norm vectors stay float32; the golden\n"
-		 "vector is computed on the quantized model.\n\n"
-		 "  -o, --output FILE       the image to write (atomically)\n"
-		 "      --type TYPE         q4_g32 | q4_g128 | q4z_g32 | q4z_g128 | q8_g32\n"
-		 "                          (q4: 4-bit symmetric, q4z: with zero points; g: group)\n"
-		 "      --method M          rtn (round to nearest, default) | awq | gptq\n"
-		 "      --calib FILE        calibration text (needed by awq, gptq); documents\n"
-		 "                          separated by a line <|endoftext|>\n"
-		 "      --calib-tokens N    use its first N tokens (2048)\n"
-		 "      --keep TYPE:NAMES   give NAMES another type (f32, q8, any TYPE): embed,\n"
-		 "                          output, attn_q, attn_k, attn_v, attn_output, ffn_gate,\n"
-		 "                          ffn_up, ffn_down or tensor names; repeatable\n"
-		 "      --act-order         gptq: quantize inputs by decreasing activation energy\n"
-		 "      --damp F            gptq: Hessian damping, times its mean diagonal (0.01)\n"
-		 "      --no-clip           awq: no clipping search\n"
-		 "  -t, --tokenizer FILE    llama2.c tokenizer.bin (default: beside SRC)\n"
-		 "  -f, --format F          llama2c | hf | gguf | nib (default: detected)\n"
-		 "      --name NAME         model name (default: from SRC)\n"
-		 "      --license FILE      license text (default: from SRC)\n"
-		 "      --model-version N   model version (default: SRC's, or 1)\n"
-		 "      --golden-prompt T   prompt of the golden vector (\"Once upon a time\")\n"
-		 "      --golden-steps N    its greedy tokens (16)\n",
-	.main = quantize_main,
-};

@@ -1,7 +1,8 @@
 /* The weight quantizers of `nibble quantize` (host side): the group
  * quantizer every method shares, calibration statistics, AWQ scaling
- * (tools/quant/awq.c), GPTQ (tools/quant/gptq.c) and the plan of which tensor gets
- * which type (tools/quant/quantize.c).
+ * (tools/quant/awq.c), GPTQ (tools/quant/gptq.c), the plan of which tensor
+ * gets which type and the whole job (tools/quant/quantize.c); the applet
+ * (runtime/applets/quantize.c) only parses options.
  *
  * Every method ends in the same place: levels, binary16 scales and zero
  * points per (row, group), packed by nb_quant_pack into the block layout of
@@ -12,6 +13,7 @@
 
 #include "kernels/quant.h"
 #include "runtime/model/model.h"
+#include "tools/import/convert.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -150,5 +152,37 @@ int nb_qplan_add_keep(struct nb_qplan *p, const char *arg);
 uint32_t nb_qplan_type_of(const struct nb_qplan *p, const char *name, uint32_t ndim, bool tied);
 /* -NB_EINVAL naming a keep name that matches none of names[0..n). */
 int nb_qplan_check(const struct nb_qplan *p, const char *const *names, size_t n, bool tied);
+
+/* ---- the whole job (tools/quant/quantize.c) ----------------------------- */
+
+enum nb_qmethod { NB_QMETHOD_RTN, NB_QMETHOD_AWQ, NB_QMETHOD_GPTQ, NB_QMETHOD_COUNT };
+extern const char *const nb_qmethod_names[NB_QMETHOD_COUNT]; /* "rtn", "awq", "gptq" */
+
+#define NB_QUANTIZE_MAX_CALIB_TOKENS (1u << 20)
+#define NB_GPTQ_DAMP 0.01f /* default of nb_gptq_opts.damp */
+
+struct nb_quantize_opts {
+	const char *src, *out;
+	struct nb_src_opts src_opts;
+	struct nb_qplan plan;
+	enum nb_qmethod method;
+	const char *calib;        /* calibration text: needed by awq and gptq */
+	uint32_t calib_tokens;    /* 1..NB_QUANTIZE_MAX_CALIB_TOKENS of it */
+	bool act_order;           /* gptq */
+	float damp;               /* gptq, (0, 1] */
+	bool no_clip;             /* awq */
+	const char *name;         /* NULL: the source's */
+	const char *golden_prompt;
+	uint32_t golden_steps;
+	uint64_t model_version;   /* 0: the source's, else 1 */
+	const char *creator;      /* manifest "created_by" */
+};
+
+/* -NB_EINVAL, logged, for options that cannot work together: no
+ * calibration text for awq/gptq, values out of range. */
+int nb_quantize_check(const struct nb_quantize_opts *o);
+/* Loads o->src, quantizes it by o->method as o->plan says, and writes
+ * o->out (atomically: nothing on failure). Details through the logger. */
+int nb_quantize_image(const struct nb_quantize_opts *o);
 
 #endif
