@@ -173,7 +173,7 @@ LDLIBS := -lcjson -lgpiod -lmbedtls -lmbedx509 -lmbedcrypto $(LDLIBS)
 # ---------------------------------------------------------------------------
 # Sources: each folder lists its objects in build.mk, obj-$(CONFIG_X) += x.o
 obj-y :=
-# Layers, bottom up (docs/ARCHITECTURE.md; tests/layering.sh checks the includes).
+# Layers, bottom up (docs/ARCHITECTURE.md; tests/tools/layers.sh checks the includes).
 include runtime/base/build.mk kernels/build.mk firmware/build.mk runtime/text/build.mk \
 	runtime/model/build.mk runtime/server/build.mk board/build.mk tools/import/build.mk \
 	tools/quant/build.mk runtime/applets/build.mk
