@@ -6,6 +6,7 @@
 #include "runtime/base/err.h"
 #include "runtime/model/llm.h"
 #include "runtime/base/log.h"
+#include "runtime/base/version.h"
 #include "tools/import/convert.h"
 #include "tools/import/image_write.h"
 
