@@ -16,7 +16,24 @@ trap 'rm -rf "$tmp"' EXIT
 
 kconfigs=$(ls Kconfig runtime/applets/Kconfig 2>/dev/null)
 syms=$(sed -n 's/^config APPLET_\([A-Z0-9_]*\)$/\1/p' $kconfigs | LC_ALL=C sort)
-lower() { printf '%s\n' "$@" | tr 'A-Z' 'a-z'; }
+def=runtime/applets/applets.def
+# names SYMBOL...: the applets' names, from applets.def (before it existed,
+# the symbol in lower case).
+names() {
+	for _s in "$@"; do
+		if [ -f "$def" ]; then
+			sed -n "s/^NB_APPLET(\([a-z0-9_]*\), *$_s)\$/\1/p" "$def"
+		else
+			echo "$_s" | tr 'A-Z' 'a-z'
+		fi
+	done
+}
+
+if [ -f "$def" ]; then
+	check "applets.def and Kconfig have the same applets" test \
+		"$(sed -n 's/^NB_APPLET([a-z0-9_]*, *\([A-Z0-9_]*\))$/\1/p' "$def" | LC_ALL=C sort | tr '\n' ' ')" = \
+		"$(echo $syms | tr ' ' '\n' | tr '\n' ' ')"
+fi
 
 make -s O="$tree" x86_64_defconfig > /dev/null 2>&1
 cp "$tree/.config" "$tmp/base"
@@ -41,9 +58,11 @@ try() {
 	_name=$1
 	shift
 	if build "$@"; then
-		lower "$@" | LC_ALL=C sort | sed '/^$/d' > "$tmp/want"
+		names "$@" | LC_ALL=C sort > "$tmp/want"
 		"$tree/nibble" --list > "$tmp/got" 2>&1
-		"$tree/nibble" --help > /dev/null 2>&1 && _help=ok || _help="--help failed"
+		"$tree/nibble" --help > "$tmp/help" 2>&1 &&
+			[ "$(sed -n 's/^  \([a-z0-9_][a-z0-9_]*\) .*/\1/p' "$tmp/help")" = "$(cat "$tmp/want")" ] &&
+			_help=ok || _help="--help lists other applets"
 		if cmp -s "$tmp/want" "$tmp/got" && [ "$_help" = ok ]; then
 			echo "ok - $_name: links, lists exactly its applets"
 		else
@@ -64,11 +83,11 @@ printf '#include "runtime/base/kconfig.h"\nint f(void);\nint f(void) { return IS
 check_fails "an object other than the table cannot test an applet symbol" 1 "poisoned" \
 	gcc -std=c11 -I. -include "$tree/include/generated/autoconf-core.h" -c -o "$tmp/uses.o" "$tmp/uses.c"
 for s in $syms; do
-	try "$(lower "$s") alone" "$s"
+	try "$(names "$s") alone" "$s"
 done
 for s in $syms; do
 	# shellcheck disable=SC2046
-	try "all but $(lower "$s")" $(printf '%s\n' $syms | grep -vx "$s")
+	try "all but $(names "$s")" $(printf '%s\n' $syms | grep -vx "$s")
 done
 try "no applet"
 echo "# $(echo $syms | wc -w) applets, $(( $(echo $syms | wc -w) * 2 + 1 )) configurations in $(( $(date +%s) - start )) s"
