@@ -25,8 +25,20 @@ KCONFIG_CONFIG := $(cfgdir)/.config
 BINARY         := $(cfgdir)/nibble
 AUTOCONF       := $(objtree)/include/config/auto.conf
 AUTOHEADER     := $(objtree)/include/generated/autoconf.h
-DEPS_STAMP     := $(srctree)/build/.deps-ok
+# autoconf.h without the symbols of runtime/applets/Kconfig, which choose
+# what is linked: every object but the applet table is compiled with this
+# one, where they are poisoned, so switching an applet rebuilds no object.
+CORE_HEADER    := $(objtree)/include/generated/autoconf-core.h
+KCONFIG_FILES  := Kconfig runtime/applets/Kconfig
+# What `make` needs for the host, what board builds add, what the tests add
+# (tools/build/deps.sh host|cross|test; each set includes the ones before).
+DEPS_HOST      := $(srctree)/build/.deps-host
+DEPS_CROSS     := $(srctree)/build/.deps-cross
+DEPS_TEST      := $(srctree)/build/.deps-test
 export srctree
+
+empty :=
+space := $(empty) $(empty)
 
 V ?= 0
 ifeq ($(V),0)
@@ -53,13 +65,13 @@ endif
 all: $(BINARY)
 
 # ---------------------------------------------------------------------------
-# Host packages. Installed once; the stamp is refreshed when the list changes.
-$(DEPS_STAMP): tools/build/deps.sh
-	$(Q)sh tools/build/deps.sh
+# Host packages. Installed once; a stamp is refreshed when the lists change.
+$(DEPS_HOST) $(DEPS_CROSS) $(DEPS_TEST): $(srctree)/build/.deps-%: tools/build/deps.sh
+	$(Q)sh tools/build/deps.sh $*
 	$(Q)mkdir -p $(dir $@) && touch $@
 
 .PHONY: deps
-deps: $(DEPS_STAMP)
+deps: $(DEPS_HOST)
 
 # ---------------------------------------------------------------------------
 # Configuration
@@ -71,34 +83,34 @@ define kconf
 	$(Q)cd $(objtree) && $(KCONF_ENV) kconfig-conf $(1) $(srctree)/Kconfig
 endef
 
-%_defconfig: $(DEPS_STAMP)
+%_defconfig: $(DEPS_HOST)
 	$(Q)test -f board/$*/defconfig || \
 		{ echo "nibble: no board '$*' (see board/)" >&2; exit 1; }
 	$(call kconf,-s --defconfig=$(srctree)/board/$*/defconfig)
 	@echo "  CONFIG   $(KCONFIG_CONFIG) for $*"
 
-menuconfig: $(DEPS_STAMP)
+menuconfig: $(DEPS_HOST)
 	$(call kconf,--olddefconfig) >/dev/null
 	$(Q)cd $(objtree) && $(KCONF_ENV) kconfig-mconf $(srctree)/Kconfig
 
-nconfig: $(DEPS_STAMP)
+nconfig: $(DEPS_HOST)
 	$(call kconf,--olddefconfig) >/dev/null
 	$(Q)cd $(objtree) && $(KCONF_ENV) kconfig-nconf $(srctree)/Kconfig
 
-olddefconfig: $(DEPS_STAMP)
+olddefconfig: $(DEPS_HOST)
 	$(call kconf,-s --olddefconfig)
 
-savedefconfig: $(DEPS_STAMP)
+savedefconfig: $(DEPS_HOST)
 	$(call kconf,--savedefconfig=$(cfgdir)/defconfig)
 	@echo "  SAVE     $(cfgdir)/defconfig"
 
-$(KCONFIG_CONFIG): | $(DEPS_STAMP)
+$(KCONFIG_CONFIG): | $(DEPS_HOST)
 	@echo "  CONFIG   no $(KCONFIG_CONFIG): using board/x86_64/defconfig"
 	$(call kconf,-s --defconfig=$(srctree)/board/x86_64/defconfig)
 
 # --olddefconfig first: --silentoldconfig stops at unanswered symbols when
 # there is no terminal (CI), and only it writes auto.conf and autoconf.h.
-$(AUTOCONF): $(KCONFIG_CONFIG) Kconfig | $(DEPS_STAMP)
+$(AUTOCONF): $(KCONFIG_CONFIG) $(KCONFIG_FILES) | $(DEPS_HOST)
 	$(call kconf,-s --olddefconfig)
 	$(call kconf,-s --silentoldconfig)
 	$(Q)touch $(AUTOCONF) $(AUTOHEADER)
@@ -133,6 +145,10 @@ else
   STRIP := strip
   ARCH_CFLAGS := -march=x86-64
 endif
+# A board build needs the cross compilers before its first object, a
+# sanitizer or fuzz build clang and cmocka.
+DEPS_BUILD := $(if $(filter 1,$(SANITIZE) $(FUZZ)),$(DEPS_TEST), \
+	$(if $(CONFIG_ARCH_AARCH64),$(DEPS_CROSS),$(DEPS_HOST)))
 
 # SANITIZE=1: the glibc + ASan/UBSan build the unit tests use.
 # FUZZ=1: the same with clang and libFuzzer coverage, for tests/fuzz/.
@@ -155,7 +171,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 # backend rounds the float epilogue of a kernel identically.
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH_CFLAGS) $(WARN) \
 	-ffp-contract=off -fno-strict-aliasing -ffunction-sections -fdata-sections \
-	-I$(srctree) -I$(objtree)/include -include $(AUTOHEADER)
+	-I$(srctree) -I$(objtree)/include
 LDFLAGS := -Wl,--gc-sections
 LDLIBS := -lpthread -lm
 
@@ -173,7 +189,7 @@ LDLIBS := -lcjson -lgpiod -lmbedtls -lmbedx509 -lmbedcrypto $(LDLIBS)
 # ---------------------------------------------------------------------------
 # Sources: each folder lists its objects in build.mk, obj-$(CONFIG_X) += x.o
 obj-y :=
-# Layers, bottom up (docs/ARCHITECTURE.md; tests/layering.sh checks the includes).
+# Layers, bottom up (docs/ARCHITECTURE.md; tests/tools/layers.sh checks the includes).
 include runtime/base/build.mk kernels/build.mk firmware/build.mk runtime/text/build.mk \
 	runtime/model/build.mk runtime/server/build.mk board/build.mk tools/import/build.mk \
 	tools/quant/build.mk runtime/applets/build.mk
@@ -185,43 +201,70 @@ OBJS := $(addprefix $(OBJDIR)/,$(sort $(obj-y)))
 MAIN_OBJ := $(OBJDIR)/runtime/applets/main.o
 LIB_OBJS := $(filter-out $(MAIN_OBJ),$(OBJS))
 GEN_FEATURES := $(objtree)/include/generated/features.h
+GEN_VERSION := $(objtree)/include/generated/version.h
+GEN_STAMP := $(objtree)/include/generated/.stamp
+TABLE_OBJ := $(OBJDIR)/runtime/applets/applet.o
 
-$(OBJDIR)/%.o: %.c $(AUTOCONF) $(TP_LIBS) Makefile
+# Every object sees the configuration but the applet symbols; the applet
+# table sees them all.
+CONFIG_INCLUDE = -include $(CORE_HEADER)
+$(TABLE_OBJ): CONFIG_INCLUDE = -include $(AUTOHEADER)
+$(TABLE_OBJ): $(AUTOCONF)
+
+$(OBJDIR)/%.o: %.c $(CORE_HEADER) $(TP_LIBS) Makefile | $(DEPS_BUILD)
 	$(call quiet_cc,CC,$<)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(CFLAGS_$(notdir $*)) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS) $(CONFIG_INCLUDE) $(CFLAGS_$(notdir $*)) -MMD -MP -c -o $@ $<
 
 -include $(OBJS:.o=.d)
 
-# The revision changes with every commit: only version.o sees it.
-GIT_REV := $(shell git -C $(srctree) describe --always --dirty 2>/dev/null || echo unknown)
-CFLAGS_version := -DNB_VERSION='"$(VERSION)"' -DNB_GIT_REV='"$(GIT_REV)"'
-$(OBJDIR)/runtime/applets/version.o: $(GEN_FEATURES) FORCE
+# $(call write-if-changed,FILE,COMMAND): FILE gets COMMAND's output, and a
+# new time stamp only if that differs from what it holds, so that what
+# depends on FILE is rebuilt only when it really changed.
+write-if-changed = new=$$($(2)) && { [ -f $(1) ] && [ "$$new" = "$$(cat $(1))" ] || \
+	printf '%s\n' "$$new" > $(1); }
 
-# Feature list for `nibble --version`: every enabled symbol of .config.
-$(GEN_FEATURES): $(AUTOCONF)
+# The headers made from the configuration. They keep their time stamp when
+# a new .config leaves them as they were: the stamp says they are current.
+SELECT_SYMS := $(shell sed -n 's/^config \([A-Z0-9_]*\)$$/CONFIG_\1/p' runtime/applets/Kconfig)
+$(GEN_STAMP): $(AUTOCONF) runtime/applets/Kconfig
 	$(Q)mkdir -p $(dir $@)
-	$(Q)printf '#define NB_FEATURES "%s"\n' \
-		"$$(sed -n 's/^CONFIG_\([A-Z0-9_]*\)=y$$/\1/p' $(AUTOCONF) | sort | tr '\n' ' ' | sed 's/ $$//')" > $@.tmp
-	$(Q)cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+	$(Q)$(call write-if-changed,$(CORE_HEADER),grep -v -w -E \
+		'$(subst $(space),|,$(SELECT_SYMS))' $(AUTOHEADER); \
+		echo '#pragma GCC poison $(SELECT_SYMS)')
+	$(Q)$(call write-if-changed,$(GEN_FEATURES),printf '#define NB_FEATURES "%s"' \
+		"$$(sed -n 's/^CONFIG_\([A-Z0-9_]*\)=y$$/\1/p' $(AUTOCONF) | sort | tr '\n' ' ' | sed 's/ $$//')")
+	$(Q)touch $@
+$(CORE_HEADER) $(GEN_FEATURES): $(GEN_STAMP) ;
+$(OBJDIR)/runtime/applets/version.o: $(GEN_FEATURES)
 
-$(BINARY): $(OBJS) $(TP_LIBS)
+# The release and the git revision for runtime/base/version.c: looked at on
+# every make, written only when they change.
+$(GEN_VERSION): FORCE
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(call write-if-changed,$@,printf '#define NB_VERSION "%s"\n#define NB_GIT_REV "%s"' \
+		'$(VERSION)' "$$(git -C $(srctree) describe --always --dirty 2>/dev/null || echo unknown)")
+$(OBJDIR)/runtime/base/version.o: $(GEN_VERSION)
+
+# The configuration decides the objects: a new one relinks.
+$(BINARY): $(OBJS) $(TP_LIBS) $(AUTOCONF)
 	$(call quiet_cc,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
 .PHONY: FORCE strip
 FORCE:
 
-strip: $(BINARY)
-	$(Q)$(STRIP) -o $(BINARY).stripped $(BINARY)
-	@ls -l $(BINARY).stripped
+strip: $(BINARY).stripped
+$(BINARY).stripped: $(BINARY)
+	$(Q)$(STRIP) -o $@ $<
+	@ls -l $@
 
 # ---------------------------------------------------------------------------
 # Unit tests (cmocka) link every object but main.o into each test program.
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(objtree)/tests/%,$(UNIT_SRCS))
 
-$(objtree)/tests/%: tests/unit/%.c $(LIB_OBJS) $(AUTOCONF)
+$(objtree)/tests/%: tests/unit/%.c $(LIB_OBJS) $(CORE_HEADER) $(AUTOCONF)
 	$(call quiet_cc,CCLD,$@)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
+	$(Q)$(CC) $(CFLAGS) -include $(CORE_HEADER) -Wno-missing-prototypes $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
 		-lcmocka $(LDLIBS)
 
 .PHONY: unit-tests
@@ -231,9 +274,9 @@ unit-tests: $(UNIT_BINS)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(objtree)/fuzz/%,$(FUZZ_SRCS))
 
-$(objtree)/fuzz/%: tests/fuzz/%.c $(LIB_OBJS) $(AUTOCONF)
+$(objtree)/fuzz/%: tests/fuzz/%.c $(LIB_OBJS) $(CORE_HEADER) $(AUTOCONF)
 	$(call quiet_cc,CCLD,$@)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -fsanitize=fuzzer,address,undefined \
+	$(Q)$(CC) $(CFLAGS) -include $(CORE_HEADER) -Wno-missing-prototypes -fsanitize=fuzzer,address,undefined \
 		-o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 .PHONY: fuzz-targets
@@ -259,10 +302,10 @@ run: $(MODEL_NIB)
 
 # ---------------------------------------------------------------------------
 .PHONY: test bench check-static
-test: $(DEPS_STAMP)
+test: $(DEPS_TEST)
 	$(Q)sh tests/run.sh
 
-bench: $(DEPS_STAMP)
+bench: $(DEPS_TEST)
 	$(Q)sh tests/bench.sh
 
 clean:

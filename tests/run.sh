@@ -1,13 +1,19 @@
 #!/bin/sh
 # `make test`: builds every configuration from scratch where needed and runs
-# every test. Each test prints TAP lines ("ok ..." / "not ok ..."); this
-# script counts them and ends with one line "N passed, N failed".
+# every test. Each test prints TAP lines ("ok ..." / "not ok ..." / "ok ...
+# # SKIP reason"); this script prints one line per build and per test as
+# it goes, and ends with one line "N passed, N failed" (", N skipped" when
+# some were).
 set -u
 cd "$(dirname "$0")/.."
 J=-j$(nproc 2>/dev/null || echo 2)
 LOG=build/test-logs
 mkdir -p "$LOG"
 : > "$LOG/all.tap"
+t0=$(date +%s)
+
+# since T: seconds from T to now.
+since() { echo $(( $(date +%s) - $1 )); }
 
 # run NAME COMMAND...: runs a test program, keeps its TAP output. A program
 # that dies without reporting a failure (crash, sanitizer) counts as one.
@@ -15,31 +21,38 @@ run() {
 	_name=$1
 	shift
 	printf '  %-34s ' "$_name"
+	_t=$(date +%s)
 	"$@" > "$LOG/$_name.log" 2>&1
 	_rc=$?
-	_ok=$(grep -c '^ok ' "$LOG/$_name.log")
+	_skip=$(grep -c '^ok .*# SKIP' "$LOG/$_name.log")
+	_ok=$(( $(grep -c '^ok ' "$LOG/$_name.log") - _skip ))
 	_nok=$(grep -c '^not ok ' "$LOG/$_name.log")
 	if [ "$_rc" != 0 ] && [ "$_nok" = 0 ]; then
 		echo "not ok - $_name exited with status $_rc" >> "$LOG/$_name.log"
 		_nok=1
 	fi
 	grep -E '^(not )?ok ' "$LOG/$_name.log" >> "$LOG/all.tap"
-	echo "$_ok passed, $_nok failed"
+	echo "$_ok passed, $_nok failed$([ "$_skip" = 0 ] || echo ", $_skip skipped") ($(since "$_t") s)"
+	grep '^ok .*# SKIP' "$LOG/$_name.log" | sed 's/^ok - /      skipped: /'
 	if [ "$_nok" != 0 ]; then
 		grep -E -A12 '^not ok |ERROR|runtime error|Sanitizer' "$LOG/$_name.log" | head -40 | sed 's/^/      /'
 	fi
 }
 
 # build NAME MAKE-ARGS...: a build failure is a test failure, not a stop.
+# Its line is printed when it starts: a build from scratch takes minutes.
 build() {
 	_name=$1
 	shift
+	printf '  %-34s ' "build $_name"
+	_t=$(date +%s)
 	if make -s $J "$@" > "$LOG/build-$_name.log" 2>&1; then
 		echo "ok - build $_name" >> "$LOG/all.tap"
+		echo "ok ($(since "$_t") s)"
 		return 0
 	fi
 	echo "not ok - build $_name" >> "$LOG/all.tap"
-	echo "  build $_name FAILED:"
+	echo "FAILED ($(since "$_t") s):"
 	tail -25 "$LOG/build-$_name.log" | sed 's/^/      /'
 	return 1
 }
@@ -58,7 +71,8 @@ fi
 
 echo "static binaries:"
 for b in x86_64 rpi4 rpi5 jetson-orin-nano; do
-	config "t-$b" "$b" && build "$b" O="build/t-$b" && echo "  $b: $(file -b "build/t-$b/nibble" | cut -d, -f1-2,5)"
+	config "t-$b" "$b" && build "$b" O="build/t-$b" &&
+		printf '  %-34s %s\n' "" "$(file -b "build/t-$b/nibble" | cut -d, -f1-2,5)"
 done
 
 echo "integration tests:"
@@ -76,12 +90,14 @@ if [ -d tests/fuzz ] && ls tests/fuzz/fuzz_*.c > /dev/null 2>&1; then
 	fi
 fi
 
-passed=$(grep -c '^ok ' "$LOG/all.tap")
+skipped=$(grep -c '^ok .*# SKIP' "$LOG/all.tap")
+passed=$(( $(grep -c '^ok ' "$LOG/all.tap") - skipped ))
 failed=$(grep -c '^not ok ' "$LOG/all.tap")
 if [ "$failed" != 0 ]; then
 	echo "failures:"
 	grep '^not ok ' "$LOG/all.tap" | sed 's/^/  /'
 	echo "(logs in $LOG/)"
 fi
-echo "$passed passed, $failed failed"
+echo "(make test took $(since "$t0") s)"
+echo "$passed passed, $failed failed$([ "$skipped" = 0 ] || echo ", $skipped skipped")"
 [ "$failed" = 0 ]

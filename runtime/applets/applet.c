@@ -1,39 +1,31 @@
 #include "runtime/applets/applet.h"
-#include "runtime/base/err.h"
-#include "runtime/base/log.h"
+#include "runtime/base/kconfig.h"
 
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
-/* Alphabetical: --help lists them in this order. */
+/* The enabled applets of applets.def, in its order, then NULL. This is the
+ * one object compiled with the applet symbols (the Makefile hides them from
+ * every other one), so a configuration that only changes which applets are
+ * in recompiles this file and links. */
+#define NB_APPLET(name, symbol) NB_IF_ENABLED(CONFIG_APPLET_##symbol, &nb_applet_##name,)
 static const struct nb_applet *const nb_applets[] = {
-	NB_APPLET_BENCH,
-	NB_APPLET_CHAT,
-	NB_APPLET_CONVERT,
-	NB_APPLET_INSPECT,
-	NB_APPLET_PERPLEXITY,
-	NB_APPLET_QUANTIZE,
-	NB_APPLET_RUN,
-	NB_APPLET_SELFTEST,
-	NB_APPLET_SERVE,
-	NB_APPLET_SHA256,
-	NB_APPLET_VERSION,
+#include "runtime/applets/applets.def"
+	NULL
 };
+#undef NB_APPLET
 
 const struct nb_applet *nb_applet_find(const char *name)
 {
-	for (size_t i = 0; i < sizeof(nb_applets) / sizeof(nb_applets[0]); i++)
-		if (nb_applets[i] && strcmp(nb_applets[i]->name, name) == 0)
-			return nb_applets[i];
+	for (const struct nb_applet *const *a = nb_applets; *a; a++)
+		if (strcmp((*a)->name, name) == 0)
+			return *a;
 	return NULL;
 }
 
 void nb_applet_foreach(void (*fn)(const struct nb_applet *a, void *arg), void *arg)
 {
-	for (size_t i = 0; i < sizeof(nb_applets) / sizeof(nb_applets[0]); i++)
-		if (nb_applets[i])
-			fn(nb_applets[i], arg);
+	for (const struct nb_applet *const *a = nb_applets; *a; a++)
+		fn(*a, arg);
 }
 
 int nb_applet_exec(const struct nb_applet *a, int argc, char **argv)

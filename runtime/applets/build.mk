@@ -1,12 +1,11 @@
-# Applets: main (multi-call dispatch) and one file per applet.
+# Applets: main (multi-call dispatch), the applet table, and one file per
+# applet. version.c is always in: `nibble --version` prints its block.
 obj-y += runtime/applets/main.o runtime/applets/applet.o runtime/applets/version.o
-obj-$(CONFIG_APPLET_BENCH) += runtime/applets/bench.o
-obj-$(CONFIG_APPLET_CHAT) += runtime/applets/chat.o
-obj-$(CONFIG_APPLET_CONVERT) += runtime/applets/convert.o
-obj-$(CONFIG_APPLET_INSPECT) += runtime/applets/inspect.o
-obj-$(CONFIG_APPLET_PERPLEXITY) += runtime/applets/perplexity.o
-obj-$(CONFIG_APPLET_QUANTIZE) += runtime/applets/quantize.o
-obj-$(CONFIG_APPLET_RUN) += runtime/applets/run.o
-obj-$(CONFIG_APPLET_SELFTEST) += runtime/applets/selftest.o
-obj-$(CONFIG_APPLET_SERVE) += runtime/applets/serve.o
-obj-$(CONFIG_APPLET_SHA256) += runtime/applets/sha256.o
+
+# runtime/applets/<name>.o for each NB_APPLET(name, SYMBOL) line of
+# applets.def whose CONFIG_APPLET_SYMBOL is y and that has such a file.
+nb-applets := $(shell sed -n 's/^NB_APPLET(\([a-z0-9_]*\), *\([A-Z0-9_]*\)).*/\1:\2/p' \
+	$(srctree)/runtime/applets/applets.def)
+$(foreach a,$(nb-applets),$(eval \
+	obj-$$(CONFIG_APPLET_$(lastword $(subst :, ,$(a)))) += \
+	$(patsubst $(srctree)/%.c,%.o,$(wildcard $(srctree)/runtime/applets/$(firstword $(subst :, ,$(a))).c))))

@@ -3,6 +3,7 @@
  * through the load and write halves of tools/import/convert.h. */
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
+#include "runtime/base/version.h"
 #include "runtime/base/log.h"
 #include "tools/import/convert.h"
 

@@ -2,6 +2,7 @@
  * quantized image, by round-to-nearest, AWQ or GPTQ (tools/quant/quantize.h). */
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
+#include "runtime/base/version.h"
 #include "runtime/base/log.h"
 #include "tools/quant/quantize.h"
 

@@ -2,6 +2,7 @@
 #include "runtime/base/sys.h"
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
 #include "runtime/model/llm.h"
 #include "kernels/cpu.h"
 #include "runtime/base/log.h"

@@ -1,20 +1,10 @@
 #include "runtime/applets/applet.h"
+#include "runtime/base/kconfig.h"
+#include "runtime/base/version.h"
 #include "kernels/cpu.h"
 #include "kernels/kernels.h"
 
 #include "generated/features.h"
-
-#ifndef NB_VERSION
-#define NB_VERSION "unknown"
-#endif
-#ifndef NB_GIT_REV
-#define NB_GIT_REV "unknown"
-#endif
-
-const char *nb_version_string(void)
-{
-	return NB_VERSION;
-}
 
 void nb_version_print(FILE *out)
 {
@@ -23,7 +13,7 @@ void nb_version_print(FILE *out)
 
 	nb_cpu_detect(&cpu);
 	nb_cpu_describe(&cpu, feat, sizeof(feat));
-	fprintf(out, "nibble %s (git %s)\n", NB_VERSION, NB_GIT_REV);
+	fprintf(out, "nibble %s (git %s)\n", nb_version_string(), nb_version_revision());
 	fprintf(out, "board:    %s\n", CONFIG_BOARD_NAME);
 	fprintf(out, "build:    %s, %s\n", NB_CPU_ARCH_NAME,
 		IS_ENABLED(CONFIG_STATIC) ? "static" : "dynamic");
@@ -34,9 +24,10 @@ void nb_version_print(FILE *out)
 
 static int version_main(int argc, char **argv)
 {
-	(void)argv;
-	if (argc > 1)
+	if (nb_getopt("version", argc, argv, "", NULL) != -1)
 		return NB_EXIT_USAGE;
+	if (optind != argc)
+		return nb_usage_error("version", "unexpected argument '%s'", argv[optind]);
 	nb_version_print(stdout);
 	return NB_EXIT_OK;
 }

@@ -1,2 +1,3 @@
-# Base: errors, logging, system queries, argument parsing. Used by every layer.
-obj-y += runtime/base/err.o runtime/base/log.o runtime/base/sys.o runtime/base/args.o
+# Base: errors, logging, system queries, argument parsing, version. Used by every layer.
+obj-y += runtime/base/err.o runtime/base/log.o runtime/base/sys.o runtime/base/args.o \
+	runtime/base/version.o

@@ -15,4 +15,12 @@
 #define NB__STR(x) #x
 #define NB_KCONFIG_STR(option) NB__STR(option)
 
+/* NB_IF_ENABLED(CONFIG_X, tokens...): the tokens if X is y, else nothing;
+ * for lists (initializers) that have no place for a condition. */
+#define NB__IF_1(...) __VA_ARGS__
+#define NB__IF_0(...)
+#define NB__IF_CAT2(a, b) a##b
+#define NB__IF_CAT(a, b) NB__IF_CAT2(a, b)
+#define NB_IF_ENABLED(option, ...) NB__IF_CAT(NB__IF_, IS_ENABLED(option))(__VA_ARGS__)
+
 #endif

@@ -33,13 +33,14 @@ check_fails "log level from NIBBLE_LOG=error hides nothing fatal" 2 "unknown app
 	env NIBBLE_LOG=error "$NB" nope
 
 # Usage errors: one line in one format, exit status 2, before any work.
-# (version is left out: its file is being reworked elsewhere.)
-for a in bench chat convert inspect perplexity quantize run selftest serve sha256; do
+for a in bench chat convert inspect perplexity quantize run selftest serve sha256 version; do
 	check_usage "$a: an unknown option is named as given" \
 		"$a: unknown option '--bogus' \(see nibble $a --help\)" "$NB" "$a" --bogus
 	check_usage "$a: an unknown short option" \
 		"$a: unknown option '-Z' \(see nibble $a --help\)" "$NB" "$a" -Z
 done
+check_usage "version takes no argument" \
+	"version: unexpected argument 'x' \(see nibble version --help\)" "$NB" version x
 check_usage "an unknown short option inside a cluster is the one named" \
 	"run: unknown option '-x' \(see nibble run --help\)" "$NB" run --no-echo -xv
 check_usage "an ambiguous abbreviation lists the candidates" \

@@ -1,35 +1,60 @@
 #!/bin/sh
-# Installs the Debian packages the build and the tests need, once.
-# Idempotent and silent when everything is present; as non-root it only
-# lists what is missing, because a build must never prompt for a password.
+# Installs the Debian packages a target needs, once: `deps.sh host` what
+# `make` and `make run` of an x86_64 configuration need, `cross` adds the
+# aarch64 compilers and qemu of the board builds, `test` adds what `make
+# test` and `make bench` need. Idempotent and silent when everything is
+# present; as non-root it only lists what is missing, because a build must
+# never prompt for a password.
 set -eu
 
-PKGS="musl-tools musl-dev libmbedtls-dev libgpiod-dev libcmocka-dev libcjson-dev clang llvm libclang-rt-14-dev
-kconfig-frontends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
-dpkg-dev curl file ca-certificates xz-utils tmux python3"
-ARM64_PKGS="musl-dev:arm64"
-# The server test drives the official OpenAI client library on Node.js.
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
+set_name=${1:-host}
+# "a|b": either package will do (the first is installed when neither is).
+# kconfig-frontends-nox: the same kconfig-conf/mconf/nconf without the Qt
+# and GTK front ends that kconfig-frontends depends on.
+HOST="musl-tools musl-dev libmbedtls-dev libgpiod-dev libcjson-dev
+kconfig-frontends-nox|kconfig-frontends dpkg-dev xz-utils ca-certificates"
+CROSS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-dev:arm64 qemu-user-static"
+TEST="libcmocka-dev clang llvm libclang-rt-14-dev curl file tmux python3"
+case $set_name in
+host) PKGS=$HOST ;;
+cross) PKGS="$HOST $CROSS" ;;
+test)
+	PKGS="$HOST $CROSS $TEST"
+	# The server test drives the official OpenAI client library on Node.js.
+	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
+	;;
+*)
+	echo "usage: deps.sh host|cross|test" >&2
+	exit 2
+	;;
+esac
 
 has_deb_src() {
 	grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ || grep -qs '^deb-src' /etc/apt/sources.list
 }
 
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
+}
+
 missing=""
-for p in $PKGS $ARM64_PKGS; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
-		missing="$missing $p"
+for spec in $PKGS; do
+	found=""
+	for p in $(echo "$spec" | tr '|' ' '); do
+		installed "$p" && found=1 && break
+	done
+	[ -n "$found" ] || missing="$missing ${spec%%|*}"
 done
 [ -z "$missing" ] && has_deb_src && exit 0
 
 if [ "$(id -u)" != 0 ]; then
 	[ -n "$missing" ] && echo "nibble: missing Debian packages:$missing" >&2
 	has_deb_src || echo "nibble: apt has no deb-src entries (needed to build mbedTLS, libgpiod, cJSON with musl)" >&2
-	echo "nibble: run as root, or: sudo apt-get install$missing" >&2
+	echo "nibble: run as root, or: sudo apt-get install --no-install-recommends$missing" >&2
 	exit 1
 fi
 
-[ -n "$missing" ] && echo "nibble: installing:$missing" >&2
+[ -n "$missing" ] && echo "nibble: installing ($set_name):$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 case "$missing" in *:arm64*)
 	dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64 ;;

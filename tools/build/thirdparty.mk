@@ -27,7 +27,7 @@ endif
 TP_AR := $(AR)
 
 # apt-get source needs deb-src entries; tools/build/deps.sh adds them.
-$(TP_SRC)/.fetched:
+$(TP_SRC)/.fetched: | $(DEPS_BUILD)
 	$(Q)mkdir -p $(TP_SRC)
 	@echo "  FETCH    $(TP_PKGS) (Debian source packages)"
 	$(Q)cd $(TP_SRC) && apt-get source -qq --download-only $(TP_PKGS) 2>/dev/null \

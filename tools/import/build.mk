@@ -1,8 +1,7 @@
-# Host tools: importers (llama2.c, HF safetensors, GGUF), tokenizer import, image writer.
-obj-y += tools/import/tok_import.o tools/import/tok_json.o
-obj-y += tools/import/ckpt.o tools/import/safetensors.o tools/import/gguf.o \
-	tools/import/import_llama2c.o tools/import/import_hf.o tools/import/import_gguf.o
-# The load and write halves of making an image: convert and quantize.
-obj-$(CONFIG_APPLET_CONVERT) += tools/import/convert.o
-obj-$(CONFIG_APPLET_QUANTIZE) += tools/import/convert.o
-obj-y += tools/import/image_write.o
+# Host tools: importers (llama2.c, HF safetensors, GGUF), tokenizer import,
+# the convert pipeline (runtime/applets/Kconfig: HOST_IMPORT), image writer.
+obj-$(CONFIG_HOST_IMPORT) += tools/import/tok_import.o tools/import/tok_json.o \
+	tools/import/ckpt.o tools/import/safetensors.o tools/import/gguf.o \
+	tools/import/import_llama2c.o tools/import/import_hf.o tools/import/import_gguf.o \
+	tools/import/convert.o
+obj-$(CONFIG_IMAGE_WRITER) += tools/import/image_write.o
