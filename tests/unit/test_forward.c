@@ -222,13 +222,31 @@ static void test_hparams_check(void **state)
 	(void)state;
 
 	assert_int_equal(nb_hparams_check(&stories_hp), 0);
-#define BAD(field, value)                                              \
-	do {                                                           \
-		hp = stories_hp;                                       \
-		hp.field = value;                                      \
-		assert_int_equal(nb_hparams_check(&hp), -NB_EFORMAT); \
+#define CHECK(field, value, err)                                \
+	do {                                                    \
+		hp = stories_hp;                                \
+		hp.field = value;                               \
+		assert_int_equal(nb_hparams_check(&hp), err);   \
 	} while (0)
+#define BAD(field, value) CHECK(field, value, -NB_EFORMAT)
 	BAD(arch, 0);
+	/* bounds a little above the largest models: a flipped byte fails here */
+	CHECK(seq_len, 131072, 0);
+	CHECK(seq_len, 1u << 20, 0);
+	BAD(seq_len, 16712192); /* 512 with its third byte flipped to 0xff */
+	BAD(seq_len, (1u << 20) + 1);
+	CHECK(dim, 16384, 0);
+	BAD(dim, 16385);
+	CHECK(hidden_dim, 65536, 0);
+	BAD(hidden_dim, 65537);
+	CHECK(n_layers, 256, 0);
+	BAD(n_layers, 257);
+	CHECK(vocab_size, 262144, 0);
+	BAD(vocab_size, (1u << 20) + 1);
+	BAD(head_dim, 514);
+	BAD(norm_eps, 0.5f);
+	BAD(rope_theta, 1.0f);
+	BAD(rope_theta, 1e11f);
 	BAD(dim, 0);
 	BAD(dim, 1u << 20);
 	BAD(hidden_dim, 0);
@@ -250,6 +268,7 @@ static void test_hparams_check(void **state)
 	BAD(rope_scaling, 7);
 	BAD(rope_scaling, NB_ROPE_SCALING_LLAMA3); /* factors left at 0 */
 #undef BAD
+#undef CHECK
 	/* n_heads * head_dim is the k of the output projection */
 	hp = stories_hp;
 	hp.n_heads = 1024;
@@ -265,6 +284,9 @@ static void test_hparams_check(void **state)
 	hp.rope_orig_ctx = 8192;
 	assert_int_equal(nb_hparams_check(&hp), 0);
 	hp.rope_high_freq_factor = 1.0f; /* the blend divides by high - low */
+	assert_int_equal(nb_hparams_check(&hp), -NB_EFORMAT);
+	hp.rope_high_freq_factor = 4.0f;
+	hp.rope_factor = 1e6f;
 	assert_int_equal(nb_hparams_check(&hp), -NB_EFORMAT);
 }
 

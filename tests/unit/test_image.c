@@ -317,6 +317,17 @@ static void m_meta_key0(uint8_t *b, size_t n) { (void)n; ((uint32_t *)(b + sec(b
 static void m_golden_id(uint8_t *b, size_t n) { (void)n; ((int32_t *)(b + sec(b, NB_SECTION_GOLDEN)->offset))[3] = VOCAB; }
 static void m_golden_neg(uint8_t *b, size_t n) { (void)n; ((int32_t *)(b + sec(b, NB_SECTION_GOLDEN)->offset))[2] = -1; }
 static void m_golden_count(uint8_t *b, size_t n) { (void)n; ((uint32_t *)(b + sec(b, NB_SECTION_GOLDEN)->offset))[1] = 0xffffffffu; }
+static struct nb_image_hparams *ihp(uint8_t *b) { return (struct nb_image_hparams *)(b + sec(b, NB_SECTION_HPARAMS)->offset); }
+static void m_hp_seq_flip(uint8_t *b, size_t n) { (void)n; ((uint8_t *)&ihp(b)->seq_len)[2] = 0xff; }
+static void m_hp_layers(uint8_t *b, size_t n) { (void)n; ihp(b)->n_layers = 257; }
+static void m_hp_eps(uint8_t *b, size_t n) { (void)n; ihp(b)->norm_eps = 3.0f; }
+static void m_hp_reserved(uint8_t *b, size_t n) { (void)n; ihp(b)->reserved[10] = 1; }
+static void m_hdr_reserved(uint8_t *b, size_t n) { (void)n; hdr(b)->reserved[23] = 1; }
+static void m_sec_unused(uint8_t *b, size_t n) { (void)n; hdr(b)->sections[NB_IMAGE_MAX_SECTIONS - 1].offset = 4096; }
+static void m_sec_reserved(uint8_t *b, size_t n) { (void)n; sec(b, NB_SECTION_META)->reserved = 1; }
+static void m_t_same_bytes(uint8_t *b, size_t n) { (void)n; entry(b, 3)->offset = entry(b, 2)->offset; }
+static void m_t_overlap(uint8_t *b, size_t n) { (void)n; entry(b, 3)->offset = entry(b, 2)->offset + 64; }
+static void m_t_inside(uint8_t *b, size_t n) { (void)n; entry(b, 10)->offset = entry(b, 0)->offset + 192; }
 static void m_trailer(uint8_t *b, size_t n) { (void)n; sec(b, NB_SECTION_TRAILER)->size = 4096 * 2; sec(b, NB_SECTION_TRAILER)->offset -= 4096; }
 
 static void test_corruptions_are_rejected(void **state)
@@ -327,6 +338,8 @@ static void test_corruptions_are_rejected(void **state)
 		m_table_size, m_t_type, m_t_ndim0, m_t_ndim5, m_t_shape_ovf, m_t_shape0, m_t_size,
 		m_t_offset, m_t_offset_wrap, m_t_unaligned, m_t_name, m_t_dup, m_t_unused_dim,
 		m_meta, m_meta_key0, m_golden_id, m_golden_neg, m_golden_count, m_trailer,
+		m_hp_seq_flip, m_hp_layers, m_hp_eps, m_hp_reserved, m_hdr_reserved, m_sec_unused,
+		m_sec_reserved, m_t_same_bytes, m_t_overlap, m_t_inside,
 	};
 	struct fixture *f = *state;
 
