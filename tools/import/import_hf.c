@@ -100,8 +100,20 @@ out:
 	return ret;
 }
 
+/* JSON's white space only, from p to end. */
+static bool only_space(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+			return false;
+	return true;
+}
+
+/* A file that is one JSON object and nothing else: a second value or junk
+ * after the first is a damaged or concatenated file, not data to ignore. */
 static int read_json(const char *path, cJSON **root)
 {
+	const char *end = NULL;
 	size_t len;
 	char *text;
 	int ret = read_text(path, JSON_MAX_BYTES, &text, &len);
@@ -109,15 +121,20 @@ static int read_json(const char *path, cJSON **root)
 	*root = NULL;
 	if (ret != 0)
 		return ret;
-	*root = cJSON_ParseWithLength(text, len);
-	free(text);
-	if (*root == NULL || !cJSON_IsObject(*root)) {
+	*root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+	if (*root != NULL && !only_space(end, text + len)) {
+		nb_err("%s: text after the JSON value, at byte %td", path, end - text);
+		ret = -NB_EFORMAT;
+	} else if (*root == NULL || !cJSON_IsObject(*root)) {
 		nb_err("%s: not a JSON object", path);
+		ret = -NB_EFORMAT;
+	}
+	free(text);
+	if (ret != 0) {
 		cJSON_Delete(*root);
 		*root = NULL;
-		return -NB_EFORMAT;
 	}
-	return 0;
+	return ret;
 }
 
 /* ---- config.json --------------------------------------------------------- */
