@@ -194,6 +194,10 @@ static int load_hparams(struct nb_image *img, const struct nb_image_section *s)
 	hp->rope_low_freq_factor = d->rope_low_freq_factor;
 	hp->rope_high_freq_factor = d->rope_high_freq_factor;
 	hp->rope_orig_ctx = d->rope_orig_ctx;
+	hp->features = d->features;
+	hp->activation = d->activation;
+	hp->norm_offset = d->norm_offset;
+	hp->embed_scale = d->embed_scale;
 	if (!all_zero(d->reserved, sizeof(d->reserved))) {
 		nb_err("image: reserved hparams bytes are not zero");
 		return -NB_EFORMAT;

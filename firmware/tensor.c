@@ -1,10 +1,12 @@
 /* Hyper-parameter checks: what an image or an importer may hand the model. */
 #include "firmware/tensor.h"
 
+#include "firmware/arch.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
 
 #include <math.h>
+#include <stdio.h>
 
 /* Each bound is a little above the largest model of any supported family
  * (Llama 3.1 405B: dim 16384, hidden 53248, 126 layers, 128 heads; Gemma 3:
@@ -23,6 +25,7 @@
 #define NB_MAX_NORM_EPS 1e-2f
 #define NB_MAX_ROPE_THETA 1e10f /* 3.6e9 in a 1M-context Llama 3 fine-tune */
 #define NB_MAX_ROPE_FACTOR 1024.0f
+#define NB_MAX_EMBED_SCALE 1024.0f
 
 static int check_u32(const char *field, uint32_t v, uint32_t max)
 {
@@ -112,15 +115,38 @@ static int check_shapes(const struct nb_hparams *hp)
 	return 0;
 }
 
+/* The family and the pieces of its layer. */
+static int check_layer_kind(const struct nb_hparams *hp)
+{
+	if (!nb_arch_get(hp->arch)) {
+		char names[128];
+
+		nb_arch_list(names, sizeof(names));
+		nb_err("hparams: unknown architecture %u (this build runs %s)", hp->arch, names);
+		return -NB_ENOTSUP;
+	}
+	if (hp->features & ~(uint32_t)NB_FEAT_ALL) {
+		nb_err("hparams: unknown layer features %#x", hp->features & ~(uint32_t)NB_FEAT_ALL);
+		return -NB_ENOTSUP;
+	}
+	if (hp->activation >= NB_ACT_COUNT) {
+		nb_err("hparams: unknown activation %u", hp->activation);
+		return -NB_ENOTSUP;
+	}
+	if (hp->norm_offset != 0.0f && hp->norm_offset != 1.0f) {
+		nb_err("hparams: norm_offset = %g, must be 0 or 1", (double)hp->norm_offset);
+		return -NB_EFORMAT;
+	}
+	if (hp->embed_scale != 0.0f)
+		return check_f32("embed_scale", hp->embed_scale, 0.0f, NB_MAX_EMBED_SCALE);
+	return 0;
+}
+
 int nb_hparams_check(const struct nb_hparams *hp)
 {
 	int err;
 
-	if (hp->arch != NB_ARCH_LLAMA) {
-		nb_err("hparams: unknown architecture %u", hp->arch);
-		return -NB_EFORMAT;
-	}
-	if ((err = check_shapes(hp)))
+	if ((err = check_layer_kind(hp)) || (err = check_shapes(hp)))
 		return err;
 	if (hp->tied_embeddings > 1) {
 		nb_err("hparams: tied_embeddings = %u, must be 0 or 1", hp->tied_embeddings);

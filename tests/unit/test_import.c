@@ -191,6 +191,10 @@ static void assert_same_hparams(const struct nb_hparams *a, const struct nb_hpar
 	assert_true(a->norm_eps == b->norm_eps);
 	assert_true(a->rope_theta == b->rope_theta);
 	assert_int_equal(a->rope_scaling, b->rope_scaling);
+	assert_int_equal(a->features, b->features);
+	assert_int_equal(a->activation, b->activation);
+	assert_true(a->norm_offset == b->norm_offset);
+	assert_true(a->embed_scale == b->embed_scale);
 }
 
 static size_t tensor_elems(const struct nb_ckpt_tensor *t)
@@ -235,6 +239,10 @@ static void assert_stories_hparams(const struct nb_hparams *hp)
 	assert_true(fabsf(hp->norm_eps - 1e-5f) < 1e-10f);
 	assert_true(hp->rope_theta == 10000.0f);
 	assert_int_equal(hp->rope_scaling, NB_ROPE_SCALING_NONE);
+	/* Llama's layer: nothing added */
+	assert_int_equal(hp->features, 0);
+	assert_int_equal(hp->activation, NB_ACT_SILU);
+	assert_true(hp->norm_offset == 0.0f && hp->embed_scale == 0.0f);
 }
 
 static void assert_piece(const struct nb_tok_spec *s, uint32_t id, const char *want)
@@ -910,6 +918,11 @@ static void test_hf_config_variants(void **state)
 		{ "{\"tie_word_embeddings\":false}", -NB_EFORMAT }, /* no lm_head.weight */
 		{ "{\"architectures\":null}", 0 },		    /* model_type decides */
 		{ "{\"architectures\":[\"GPTNeoXForCausalLM\"]}", -NB_ENOTSUP },
+		/* families the runtime could compute but the importers do not take yet */
+		{ "{\"architectures\":[\"Qwen2ForCausalLM\"],\"model_type\":\"qwen2\"}", -NB_ENOTSUP },
+		{ "{\"architectures\":null,\"model_type\":\"gemma\"}", -NB_ENOTSUP },
+		{ "{\"hidden_activation\":\"gelu_pytorch_tanh\"}", -NB_ENOTSUP },
+		{ "{\"hidden_act\":null}", 0 },
 	};
 	struct tmp *tmp = *state;
 	struct nb_ckpt c;
@@ -1500,6 +1513,9 @@ static void test_gguf_tiny(void **state)
 	build_tiny(&b, &o);
 	assert_int_equal(tiny_import(&b, &c), -NB_ENOTSUP);
 	o = (struct tiny_opts){ .arch = "mamba" };
+	build_tiny(&b, &o);
+	assert_int_equal(tiny_import(&b, &c), -NB_ENOTSUP);
+	o = (struct tiny_opts){ .arch = "qwen2" };
 	build_tiny(&b, &o);
 	assert_int_equal(tiny_import(&b, &c), -NB_ENOTSUP);
 	free(b.p);
