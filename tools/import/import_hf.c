@@ -175,17 +175,19 @@ static const struct nb_family *find_family(const cJSON *cfg)
 
 	if (a != NULL) {
 		fam = cJSON_IsString(a) ? nb_family_hf(a->valuestring, NULL) : NULL;
-		nb_family_hf_list(known, sizeof(known), false);
-		if (fam == NULL)
+		if (fam == NULL) {
+			nb_family_hf_list(known, sizeof(known), false);
 			nb_err("config.json: architecture %.64s not supported (%s)",
 			       cJSON_IsString(a) ? a->valuestring : "(not a string)", known);
+		}
 		return fam;
 	}
 	fam = cJSON_IsString(type) ? nb_family_hf(NULL, type->valuestring) : NULL;
-	nb_family_hf_list(known, sizeof(known), true);
-	if (fam == NULL)
+	if (fam == NULL) {
+		nb_family_hf_list(known, sizeof(known), true);
 		nb_err("config.json: model_type %.64s not supported (%s)",
 		       cJSON_IsString(type) ? type->valuestring : "(missing)", known);
+	}
 	return fam;
 }
 
