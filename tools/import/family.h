@@ -18,8 +18,10 @@
 /* What the HF importer does to a tensor on the way. */
 enum nb_hf_transform {
 	NB_HF_AS_IS,
-	NB_HF_PERM_Q, /* rotate-half rows of n_heads heads back to interleaved pairs */
-	NB_HF_PERM_K, /* the same over n_kv_heads heads */
+	/* rows that are heads of head_dim rows in rotate-half order, back to the
+	 * interleaved pairs the runtime rotates: q and k weights, their biases,
+	 * the q/k norm weights (one head) */
+	NB_HF_ROTATE_HALF,
 };
 
 struct nb_hf_name {

@@ -461,22 +461,23 @@ static int map_name(const struct nb_hparams *hp, const char *hf, char *out, size
 	return -NB_ENOTSUP;
 }
 
-/* HF row h*hd + j*hd/2 + i holds interleaved row h*hd + 2i + j. */
-static int unpermute(float *w, uint64_t rows, uint64_t cols, uint32_t heads, uint32_t hd,
-		     const char *name)
+/* Rows that are heads of hd rows each in HF's rotate-half order (q and k
+ * weights and biases; the q/k norm weights, one head): HF row
+ * h*hd + j*hd/2 + i holds interleaved row h*hd + 2i + j. */
+static int unpermute(float *w, uint64_t rows, uint64_t cols, uint32_t hd, const char *name)
 {
 	size_t row = (size_t)cols, half = hd / 2;
 	float *tmp;
 
-	if (rows != (uint64_t)heads * hd || hd % 2 != 0) {
-		nb_err("tensor %s: %llu rows, expected %u heads of %u", name,
-		       (unsigned long long)rows, heads, hd);
+	if (hd % 2 != 0 || rows % hd != 0) {
+		nb_err("tensor %s: %llu rows are not heads of %u", name, (unsigned long long)rows,
+		       hd);
 		return -NB_EFORMAT;
 	}
 	tmp = malloc((size_t)hd * row * sizeof(float));
 	if (tmp == NULL)
 		return -NB_ENOMEM;
-	for (uint32_t h = 0; h < heads; h++) {
+	for (uint64_t h = 0; h < rows / hd; h++) {
 		float *head = w + (size_t)h * hd * row;
 		memcpy(tmp, head, (size_t)hd * row * sizeof(float));
 		for (size_t i = 0; i < half; i++)
@@ -504,9 +505,8 @@ static int add_tensor(struct nb_ckpt *c, const struct nb_st_tensor *t)
 	ret = nb_st_to_f32(t, &data);
 	if (ret != 0)
 		return ret;
-	if (how == NB_HF_PERM_Q || how == NB_HF_PERM_K) {
+	if (how == NB_HF_ROTATE_HALF) {
 		ret = unpermute(data, t->shape[0], t->n_elems / (t->shape[0] ? t->shape[0] : 1),
-				how == NB_HF_PERM_Q ? c->hp.n_heads : c->hp.n_kv_heads,
 				c->hp.head_dim, t->name);
 		if (ret != 0) {
 			free(data);
