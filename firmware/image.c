@@ -75,6 +75,16 @@ static const struct nb_image_section *find_section(const struct nb_image_header 
 	return NULL;
 }
 
+static bool all_zero(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
 static int check_header(const struct nb_image_header *h, size_t size)
 {
 	if (size < sizeof(*h)) {
@@ -103,6 +113,14 @@ static int check_header(const struct nb_image_header *h, size_t size)
 		nb_err("image: %u sections, at most %u", h->n_sections, NB_IMAGE_MAX_SECTIONS);
 		return -NB_EFORMAT;
 	}
+	/* Reserved bytes are zero, so that a later version may give them a
+	 * meaning that this one would otherwise silently ignore. */
+	if (!all_zero(h->reserved, sizeof(h->reserved)) ||
+	    !all_zero(h->sections + h->n_sections,
+		      (NB_IMAGE_MAX_SECTIONS - h->n_sections) * sizeof(h->sections[0]))) {
+		nb_err("image: reserved header bytes or unused section entries are not zero");
+		return -NB_EFORMAT;
+	}
 	return 0;
 }
 
@@ -115,7 +133,8 @@ static int check_sections(const struct nb_image_header *h, size_t size)
 		uint64_t end;
 
 		if (s->kind == 0 || s->kind > NB_SECTION_KIND_MAX || s->reserved != 0) {
-			nb_err("image: section %u has unknown kind %u", i, s->kind);
+			nb_err("image: section %u has unknown kind %u (reserved %#x)", i, s->kind,
+			       s->reserved);
 			return -NB_EFORMAT;
 		}
 		if (s->offset % NB_IMAGE_PAGE || s->offset < sizeof(*h) ||
@@ -175,6 +194,14 @@ static int load_hparams(struct nb_image *img, const struct nb_image_section *s)
 	hp->rope_low_freq_factor = d->rope_low_freq_factor;
 	hp->rope_high_freq_factor = d->rope_high_freq_factor;
 	hp->rope_orig_ctx = d->rope_orig_ctx;
+	hp->features = d->features;
+	hp->activation = d->activation;
+	hp->norm_offset = d->norm_offset;
+	hp->embed_scale = d->embed_scale;
+	if (!all_zero(d->reserved, sizeof(d->reserved))) {
+		nb_err("image: reserved hparams bytes are not zero");
+		return -NB_EFORMAT;
+	}
 	return nb_hparams_check(hp);
 }
 
@@ -216,6 +243,54 @@ static int check_tensor(const struct nb_image_tensor *e, uint32_t i, uint64_t da
 	return 0;
 }
 
+static int by_name(const void *a, const void *b)
+{
+	const struct nb_image_tensor *x = *(const struct nb_image_tensor *const *)a;
+	const struct nb_image_tensor *y = *(const struct nb_image_tensor *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+static int by_offset(const void *a, const void *b)
+{
+	const struct nb_image_tensor *x = *(const struct nb_image_tensor *const *)a;
+	const struct nb_image_tensor *y = *(const struct nb_image_tensor *const *)b;
+
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* No name twice and no byte in two tensors (a tensor written through
+ * another's bytes is corruption, not sharing). Sorted, each entry needs
+ * comparing with its neighbour only: 65536 entries stay fast. Every range
+ * was checked to lie inside the data section. */
+static int check_distinct(const struct nb_image_tensor *e, uint32_t n)
+{
+	const struct nb_image_tensor **by = malloc(n * sizeof(*by));
+	int ret = 0;
+
+	if (!by)
+		return -NB_ENOMEM;
+	for (uint32_t i = 0; i < n; i++)
+		by[i] = &e[i];
+	qsort(by, n, sizeof(*by), by_name);
+	for (uint32_t i = 1; i < n && !ret; i++) {
+		if (strcmp(by[i - 1]->name, by[i]->name) == 0) {
+			nb_err("image: tensor '%s' appears twice", by[i]->name);
+			ret = -NB_EFORMAT;
+		}
+	}
+	if (!ret)
+		qsort(by, n, sizeof(*by), by_offset);
+	for (uint32_t i = 1; i < n && !ret; i++) {
+		if (by[i]->offset < by[i - 1]->offset + by[i - 1]->size) {
+			nb_err("image: tensors '%s' and '%s' overlap", by[i - 1]->name, by[i]->name);
+			ret = -NB_EFORMAT;
+		}
+	}
+	free(by);
+	return ret;
+}
+
 static int load_tensors(struct nb_image *img, const struct nb_image_section *table,
 			const struct nb_image_section *data)
 {
@@ -238,12 +313,6 @@ static int load_tensors(struct nb_image *img, const struct nb_image_section *tab
 
 		if (ret)
 			return ret;
-		for (uint32_t j = 0; j < i; j++) {
-			if (strcmp(img->entries[j].name, e->name) == 0) {
-				nb_err("image: tensor '%s' appears twice", e->name);
-				return -NB_EFORMAT;
-			}
-		}
 		t->name = e->name;
 		t->type = e->type;
 		t->ndim = e->ndim;
@@ -251,7 +320,7 @@ static int load_tensors(struct nb_image *img, const struct nb_image_section *tab
 		t->data = img->map + data->offset + e->offset;
 		t->size = e->size;
 	}
-	return 0;
+	return check_distinct(img->entries, img->n_tensors);
 }
 
 /* Every record inside the section; keys unique is not required (first wins). */

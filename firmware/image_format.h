@@ -70,7 +70,13 @@ struct nb_image_hparams {
 	float rope_low_freq_factor;
 	float rope_high_freq_factor;
 	uint32_t rope_orig_ctx;
-	uint32_t reserved[15]; /* zero */
+	/* The layer's pieces (struct nb_hparams): zero in images written before
+	 * they existed, which is Llama's layer. */
+	uint32_t features;   /* enum nb_feature bits */
+	uint32_t activation; /* enum nb_act */
+	float norm_offset;
+	float embed_scale;
+	uint32_t reserved[11]; /* zero */
 };
 static_assert(sizeof(struct nb_image_hparams) == 128, "hparams layout");
 

@@ -16,8 +16,26 @@ enum nb_dtype {
 	NB_DTYPE_COUNT_FLOAT = 3,
 };
 
+/* Model families (firmware/arch.h describes each). The numbers are the
+ * image format: never reuse one. */
 enum nb_arch {
 	NB_ARCH_LLAMA = 1, /* RMSNorm, RoPE, GQA attention, SwiGLU MLP */
+};
+
+/* What a layer adds to Llama's (nb_hparams.features), each with the
+ * optional tensors it binds (runtime/model/model.h). Bits are the image
+ * format: never reuse one. */
+enum nb_feature {
+	NB_FEAT_QKV_BIAS = 1u << 0, /* q, k, v products plus a bias (Qwen2) */
+	NB_FEAT_QK_NORM = 1u << 1,  /* RMSNorm of every q and k head before RoPE (Qwen3) */
+	NB_FEAT_ALL = (1u << 2) - 1,
+};
+
+/* The activation of the gated MLP's gate (nb_hparams.activation). */
+enum nb_act {
+	NB_ACT_SILU = 0,      /* SwiGLU: silu(gate) * up */
+	NB_ACT_GELU_TANH = 1, /* GeGLU: gelu(gate) * up, tanh approximation (Gemma) */
+	NB_ACT_COUNT = 2,
 };
 
 enum nb_rope_scaling {
@@ -27,7 +45,13 @@ enum nb_rope_scaling {
 
 /* Hyper-parameters. RoPE is always applied in the interleaved-pair layout
  * (x[2i], x[2i+1]) of llama2.c and GGUF; importers of rotate-half
- * checkpoints (HF) permute the rows of wq and wk to it. */
+ * checkpoints (HF) permute the rows of wq and wk to it.
+ *
+ * The layer is Llama's; features, activation, norm_offset and embed_scale
+ * say how a family's differs. They are stored in the image (zero in images
+ * older than them, which is Llama), so the runtime computes what the image
+ * says whatever its family: a family made of known pieces needs no runtime
+ * change. */
 struct nb_hparams {
 	uint32_t arch;       /* enum nb_arch */
 	uint32_t dim;        /* model width */
@@ -46,6 +70,10 @@ struct nb_hparams {
 	float rope_low_freq_factor;
 	float rope_high_freq_factor;
 	uint32_t rope_orig_ctx;
+	uint32_t features;   /* enum nb_feature bits */
+	uint32_t activation; /* enum nb_act */
+	float norm_offset;   /* RMSNorm scales by (norm_offset + w): 0, or 1 for Gemma's (1 + w) */
+	float embed_scale;   /* embeddings are multiplied by it; 0: not scaled */
 };
 
 /* A view of one tensor. shape[0] is the slowest-varying dimension: a
@@ -61,7 +89,9 @@ struct nb_tensor {
 };
 
 /* 0 if the hyper-parameters are self-consistent and within the limits a
- * board can run (names the problem through the logger), else -NB_EFORMAT. */
+ * board can run, else -NB_EFORMAT, or -NB_ENOTSUP for a family, feature or
+ * activation this build does not know (names the problem through the
+ * logger). */
 int nb_hparams_check(const struct nb_hparams *hp);
 
 #endif

@@ -1,5 +1,6 @@
 /* `nibble inspect`: what an image holds, and optionally whether it still
  * produces its golden test vector. */
+#include "firmware/arch.h"
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
 #include "runtime/model/llm.h"
@@ -29,11 +30,20 @@ static void print_header(const struct nb_image *img)
 
 static void print_hparams(const struct nb_hparams *hp)
 {
-	printf("arch:     llama  dim %u  hidden %u  layers %u  heads %u  kv_heads %u  head_dim %u\n",
-	       hp->dim, hp->hidden_dim, hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->head_dim);
+	printf("arch:     %s  dim %u  hidden %u  layers %u  heads %u  kv_heads %u  head_dim %u\n",
+	       nb_arch_get(hp->arch)->name, hp->dim, hp->hidden_dim, hp->n_layers, hp->n_heads,
+	       hp->n_kv_heads, hp->head_dim);
 	printf("          vocab %u  seq_len %u  tied %u  norm_eps %g  rope_theta %g  rope_scaling %s\n",
 	       hp->vocab_size, hp->seq_len, hp->tied_embeddings, (double)hp->norm_eps,
 	       (double)hp->rope_theta, hp->rope_scaling == NB_ROPE_SCALING_LLAMA3 ? "llama3" : "none");
+	/* what the layer adds to Llama's, if anything */
+	if (hp->features || hp->activation != NB_ACT_SILU || hp->norm_offset != 0.0f ||
+	    hp->embed_scale != 0.0f)
+		printf("layer:    %s%sactivation %s  norm_offset %g  embed_scale %g\n",
+		       hp->features & NB_FEAT_QKV_BIAS ? "qkv_bias  " : "",
+		       hp->features & NB_FEAT_QK_NORM ? "qk_norm  " : "",
+		       hp->activation == NB_ACT_GELU_TANH ? "gelu_tanh" : "silu",
+		       (double)hp->norm_offset, (double)hp->embed_scale);
 }
 
 /* META values, the long ones (license, chat template) cut to their first line. */

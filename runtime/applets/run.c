@@ -3,6 +3,7 @@
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
 #include "runtime/base/kconfig.h"
+#include "runtime/model/kv.h"
 #include "runtime/model/llm.h"
 #include "kernels/cpu.h"
 #include "runtime/base/log.h"
@@ -250,6 +251,47 @@ static int encode_prompt(struct nb_llm *l, const struct run_opts *o, int32_t **i
 	return ret;
 }
 
+/* The context (its KV cache is faulted in whole at start). --ctx: at most
+ * the model's, and its cache must fit the memory available. Default: the
+ * model's, at most RUN_DEFAULT_CTX as serve's, cut to what half the memory
+ * left beside the image takes (a corrupt or long-context seq_len must not
+ * map gigabytes nobody asked for). */
+#define RUN_DEFAULT_CTX 2048u
+
+static int choose_ctx(const struct nb_llm *l, uint32_t *ctx)
+{
+	const struct nb_hparams *hp = &l->img.hp;
+	const uint64_t avail = nb_sys_mem_available(), per_pos = nb_kv_bytes(hp, 1);
+	uint64_t budget = avail > l->img.map_size ? (avail - l->img.map_size) / 2 : 0;
+	uint32_t c = hp->seq_len < RUN_DEFAULT_CTX ? hp->seq_len : RUN_DEFAULT_CTX;
+
+	if (*ctx > hp->seq_len) {
+		nb_err("run: --ctx %u exceeds the model's context of %u", *ctx, hp->seq_len);
+		return -NB_ERANGE;
+	}
+	if (*ctx && nb_kv_bytes(hp, *ctx) > avail) {
+		nb_err("run: --ctx %u needs a KV cache of %.1f MB, %.1f MB of memory available", *ctx,
+		       nb_kv_bytes(hp, *ctx) / 1e6, avail / 1e6);
+		return -NB_ENOMEM;
+	}
+	if (*ctx)
+		return 0;
+	if (budget / per_pos < c) {
+		c = (uint32_t)(budget / per_pos);
+		if (c == 0) {
+			nb_err("run: no memory for a KV cache (%.1f MB available)", avail / 1e6);
+			return -NB_ENOMEM;
+		}
+		nb_warn("run: context cut to %u of the model's %u positions: its KV cache fits half "
+			"the %.1f MB of memory available (--ctx sets it)", c, hp->seq_len, avail / 1e6);
+	} else if (c < hp->seq_len) {
+		nb_info("run: context of %u of the model's %u positions (--ctx sets it)", c,
+			hp->seq_len);
+	}
+	*ctx = c;
+	return 0;
+}
+
 /* llama.cpp's defaults, which suit small story models too: temperature,
  * top-k, top-p and min-p on; the repetition penalty off (1), so that
  * --temp 0 is the plain argmax, as in the server and llama.cpp. A fresh
@@ -313,8 +355,9 @@ static int run_main(int argc, char **argv)
 	ret = encode_prompt(&l, &o, &ids, &st.n_prompt);
 	if (ret)
 		goto out;
-	if (o.ctx == 0 || o.ctx > l.img.hp.seq_len)
-		o.ctx = l.img.hp.seq_len;
+	ret = choose_ctx(&l, &o.ctx);
+	if (ret)
+		goto out;
 	if (st.n_prompt >= o.ctx) {
 		nb_err("run: the prompt is %zu tokens, the context holds %u", st.n_prompt, o.ctx);
 		ret = -NB_ERANGE;
@@ -366,8 +409,8 @@ const struct nb_applet nb_applet_run = {
 		 "      --repeat-last-n N   how many recent tokens, 0..4096; 0 = off (64)\n"
 		 "      --seed N            0..2^64-1; the same seed gives the same text (random)\n"
 		 "      --stop STR          stop before STR (repeatable, up to 8)\n"
-		 "      --ctx N             context length (the model's); its KV cache is\n"
-		 "                          allocated whole at start\n"
+		 "      --ctx N             context length (the model's, at most 2048 and what\n"
+		 "                          memory holds); its KV cache is allocated whole at start\n"
 		 "      --no-echo           do not print the prompt\n"
 		 "      --no-bos            do not start with the BOS token\n"
 		 "  -t, --threads N         worker threads (the CPUs, at most "

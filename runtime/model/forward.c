@@ -1,9 +1,11 @@
-/* Forward pass of the Llama architecture (llama2.c run.c order) over a
- * batch of rows: RMSNorm, attention with RoPE and grouped-query heads,
- * SwiGLU MLP. The matrix products -- nearly all of the time -- run on the
- * thread pool through the kernel dispatch table, and so does attention,
- * split over (row, up to four query heads of one KV head); the rest is
- * cheap and runs on the calling thread. */
+/* Forward pass of the model (llama2.c run.c order) over a batch of rows:
+ * RMSNorm, attention with RoPE and grouped-query heads, a gated MLP. What
+ * a family changes in Llama's layer (q/k/v biases, q/k norms, GeGLU, the
+ * norm weights' offset, scaled embeddings) is read from the
+ * hyper-parameters. The matrix products -- nearly all of the time -- run on
+ * the thread pool through the kernel dispatch table (matmul.c), and so
+ * does attention, split over (row, up to four query heads of one KV head)
+ * (kv.c); the rest is cheap and runs on the calling thread. */
 #include "runtime/model/forward.h"
 
 #include "kernels/kernels.h"
@@ -24,8 +26,9 @@
 
 /* ---- building blocks ---------------------------------------------------- */
 
-/* out[dim] = row token of the embedding table {vocab, dim}. */
-static void embed(float *out, const struct nb_tensor *e, int32_t token)
+/* out[dim] = row token of the embedding table {vocab, dim}, times scale
+ * unless it is 0. */
+static void embed(float *out, const struct nb_tensor *e, int32_t token, float scale)
 {
 	size_t dim = (size_t)e->shape[1];
 
@@ -33,18 +36,37 @@ static void embed(float *out, const struct nb_tensor *e, int32_t token)
 		memcpy(out, (const float *)e->data + (size_t)token * dim, dim * sizeof(*out));
 	else
 		nb_quant_dequant_row(e->type, e->data, dim, (uint64_t)token, out);
+	if (scale != 0.0f)
+		for (size_t i = 0; i < dim; i++)
+			out[i] *= scale;
 }
 
-/* out[n] = x[n] / rms(x) * w[n]; out may alias x. */
-static void rmsnorm(float *out, const float *x, const struct nb_tensor *w, size_t n, float eps)
+/* out[n] = x[n] / rms(x) * (norm_offset + w[n]); out may alias x. Llama's
+ * (offset 0) multiplies by w itself: 0 + w would turn a -0 weight into +0. */
+static void rmsnorm(float *out, const float *x, const struct nb_tensor *w, size_t n,
+		    const struct nb_hparams *hp)
 {
 	const float *wf = w->data; /* norm weights are always float32 */
-	float ss = v4_dot(x, x, n) / (float)n + eps;
+	float ss = v4_dot(x, x, n) / (float)n + hp->norm_eps;
 	float scale = 1.0f / sqrtf(ss);
 	size_t i;
 
-	for (i = 0; i < n; i++)
-		out[i] = wf[i] * (scale * x[i]);
+	if (hp->norm_offset == 0.0f)
+		for (i = 0; i < n; i++)
+			out[i] = wf[i] * (scale * x[i]);
+	else
+		for (i = 0; i < n; i++)
+			out[i] = (hp->norm_offset + wf[i]) * (scale * x[i]);
+}
+
+/* Each of n_heads heads of x [n_heads][head_dim] RMS-normalized in place
+ * with the same weights w [head_dim] (q/k norm). */
+static void head_rmsnorm(float *x, const struct nb_tensor *w, uint32_t n_heads,
+			 const struct nb_hparams *hp)
+{
+	for (uint32_t h = 0; h < n_heads; h++)
+		rmsnorm(x + (size_t)h * hp->head_dim, x + (size_t)h * hp->head_dim, w, hp->head_dim,
+			hp);
 }
 
 static void add(float *x, const float *y, size_t n)
@@ -53,6 +75,24 @@ static void add(float *x, const float *y, size_t n)
 
 	for (i = 0; i < n; i++)
 		x[i] += y[i];
+}
+
+/* gate[i] = gelu(gate[i]) * up[i], i < n, with GELU's tanh approximation
+ * 0.5 x (1 + tanh(u)) written as x / (1 + e^(-2u)), u = sqrt(2 / pi) (x +
+ * 0.044715 x^3), on vec.h's exp: the same bits on every platform. */
+static void gelu_tanh_mul(float *gate, const float *up, size_t n)
+{
+	const float c = 1.5957691216057308f; /* 2 sqrt(2 / pi) */
+
+	for (size_t i = 0; i < n; i += 4) {
+		size_t k = n - i < 4 ? n - i : 4;
+		v4f g = { 0 }, u = { 0 };
+
+		memcpy(&g, gate + i, k * sizeof(float));
+		memcpy(&u, up + i, k * sizeof(float));
+		g = g / (1.0f + v4_exp(-(c * (g + 0.044715f * (g * g * g))))) * u;
+		memcpy(gate + i, &g, k * sizeof(float));
+	}
 }
 
 /* ---- rotary position embedding ---------------------------------------- */
@@ -166,11 +206,22 @@ static void layer_forward(struct nb_fwd *f, uint32_t l, uint32_t n, const uint32
 
 	/* attention block */
 	for (uint32_t b = 0; b < n; b++) /* xb [n][dim] */
-		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->attn_norm, dim, hp->norm_eps);
+		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->attn_norm, dim, hp);
 	nb_mm(f, f->xb, n, 3, qkv); /* q [n][q_dim], k, v [n][kv_dim] */
 	for (uint32_t b = 0; b < n; b++) {
-		rope(f, b, f->q + b * q_dim, hp->n_heads);
-		rope(f, b, f->k + b * kv_dim, hp->n_kv_heads);
+		float *q = f->q + b * q_dim, *k = f->k + b * kv_dim, *v = f->v + b * kv_dim;
+
+		if (ly->bq) {
+			add(q, ly->bq->data, q_dim);
+			add(k, ly->bk->data, kv_dim);
+			add(v, ly->bv->data, kv_dim);
+		}
+		if (ly->q_norm) {
+			head_rmsnorm(q, ly->q_norm, hp->n_heads, hp);
+			head_rmsnorm(k, ly->k_norm, hp->n_kv_heads, hp);
+		}
+		rope(f, b, q, hp->n_heads);
+		rope(f, b, k, hp->n_kv_heads);
 	}
 	nb_kv_store(f, kv, pos, n, l);
 	nb_kv_attend(f, n, l, pos, kv); /* xb [n][xb_dim], heads side by side */
@@ -180,11 +231,14 @@ static void layer_forward(struct nb_fwd *f, uint32_t l, uint32_t n, const uint32
 	nb_mm1(f, f->xb2, ly->wo, f->xb, n); /* xb2 [n][dim] */
 	add(f->x, f->xb2, n * dim);
 
-	/* MLP block: w_down(silu(w_gate x) * w_up x) */
+	/* MLP block: w_down(act(w_gate x) * w_up x) */
 	for (uint32_t b = 0; b < n; b++) /* xb [n][dim] */
-		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->ffn_norm, dim, hp->norm_eps);
+		rmsnorm(f->xb + b * dim, f->x + b * dim, ly->ffn_norm, dim, hp);
 	nb_mm(f, f->xb, n, 2, gate_up);        /* hb, hb2 [n][hidden] */
-	{
+	if (hp->activation == NB_ACT_GELU_TANH) {
+		gelu_tanh_mul(f->hb, f->hb2, n * hidden); /* hb [n][hidden] */
+		nb_mm1(f, f->xb2, ly->w_down, f->hb, n);  /* xb2 [n][dim] */
+	} else {
 		const struct nb_mm_job down = { f->xb2, ly->w_down, NULL };
 		struct nb_qact *a = nb_mm_act_for(f, ly->w_down, n);
 		nb_mm_swiglu(f, f->hb, f->hb2, n, (uint32_t)hidden, a); /* hb [n][hidden], quantized */
@@ -210,7 +264,7 @@ int nb_fwd_batch(struct nb_fwd *f, uint32_t n, const int32_t *tokens, const uint
 	if (err)
 		return err;
 	for (uint32_t b = 0; b < n; b++) {
-		embed(f->x + b * dim, m->token_embd, tokens[b]); /* x [n][dim] */
+		embed(f->x + b * dim, m->token_embd, tokens[b], m->hp.embed_scale); /* x [n][dim] */
 		rope_angles(f, b, pos[b]);
 	}
 	for (uint32_t l = 0; l < m->hp.n_layers; l++)
@@ -220,7 +274,7 @@ int nb_fwd_batch(struct nb_fwd *f, uint32_t n, const int32_t *tokens, const uint
 	for (uint32_t b = 0; b < n; b++) {
 		if (want ? !want[b] : b != n - 1)
 			continue;
-		rmsnorm(f->xb2 + n_want * dim, f->x + b * dim, m->output_norm, dim, m->hp.norm_eps);
+		rmsnorm(f->xb2 + n_want * dim, f->x + b * dim, m->output_norm, dim, &m->hp);
 		n_want++;
 	}
 	if (n_want)

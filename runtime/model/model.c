@@ -8,41 +8,63 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Per-layer tensors: name suffix after "blk.N.", and the shape in units of
- * the hyper-parameters. */
-enum shape_dim { D_DIM, D_HIDDEN, D_Q, D_KV, D_VOCAB, D_NONE };
+/* Per-layer tensors: name suffix after "blk.N.", the shape in units of
+ * the hyper-parameters, and what the model must have for the tensor to be
+ * one of its own (model_has). */
+enum shape_dim { D_DIM, D_HIDDEN, D_Q, D_KV, D_HEAD, D_VOCAB, D_NONE };
+
+#define HAS_UNTIED_OUTPUT (1u << 31) /* beside the enum nb_feature bits */
 
 struct tensor_kind {
 	const char *suffix;
 	uint32_t ndim;
 	enum shape_dim rows, cols;
-	size_t offset; /* of the pointer in struct nb_layer */
+	uint32_t needs; /* NB_FEAT_* or HAS_UNTIED_OUTPUT; 0: every model */
+	size_t offset;  /* of the pointer in struct nb_layer or struct nb_model */
 };
 
+#define LAYER(field) offsetof(struct nb_layer, field)
+
 static const struct tensor_kind layer_kinds[] = {
-	{ "attn_norm.weight", 1, D_DIM, D_NONE, offsetof(struct nb_layer, attn_norm) },
-	{ "attn_q.weight", 2, D_Q, D_DIM, offsetof(struct nb_layer, wq) },
-	{ "attn_k.weight", 2, D_KV, D_DIM, offsetof(struct nb_layer, wk) },
-	{ "attn_v.weight", 2, D_KV, D_DIM, offsetof(struct nb_layer, wv) },
-	{ "attn_output.weight", 2, D_DIM, D_Q, offsetof(struct nb_layer, wo) },
-	{ "ffn_norm.weight", 1, D_DIM, D_NONE, offsetof(struct nb_layer, ffn_norm) },
-	{ "ffn_gate.weight", 2, D_HIDDEN, D_DIM, offsetof(struct nb_layer, w_gate) },
-	{ "ffn_up.weight", 2, D_HIDDEN, D_DIM, offsetof(struct nb_layer, w_up) },
-	{ "ffn_down.weight", 2, D_DIM, D_HIDDEN, offsetof(struct nb_layer, w_down) },
+	{ "attn_norm.weight", 1, D_DIM, D_NONE, 0, LAYER(attn_norm) },
+	{ "attn_q.weight", 2, D_Q, D_DIM, 0, LAYER(wq) },
+	{ "attn_k.weight", 2, D_KV, D_DIM, 0, LAYER(wk) },
+	{ "attn_v.weight", 2, D_KV, D_DIM, 0, LAYER(wv) },
+	{ "attn_q.bias", 1, D_Q, D_NONE, NB_FEAT_QKV_BIAS, LAYER(bq) },
+	{ "attn_k.bias", 1, D_KV, D_NONE, NB_FEAT_QKV_BIAS, LAYER(bk) },
+	{ "attn_v.bias", 1, D_KV, D_NONE, NB_FEAT_QKV_BIAS, LAYER(bv) },
+	{ "attn_q_norm.weight", 1, D_HEAD, D_NONE, NB_FEAT_QK_NORM, LAYER(q_norm) },
+	{ "attn_k_norm.weight", 1, D_HEAD, D_NONE, NB_FEAT_QK_NORM, LAYER(k_norm) },
+	{ "attn_output.weight", 2, D_DIM, D_Q, 0, LAYER(wo) },
+	{ "ffn_norm.weight", 1, D_DIM, D_NONE, 0, LAYER(ffn_norm) },
+	{ "ffn_gate.weight", 2, D_HIDDEN, D_DIM, 0, LAYER(w_gate) },
+	{ "ffn_up.weight", 2, D_HIDDEN, D_DIM, 0, LAYER(w_up) },
+	{ "ffn_down.weight", 2, D_DIM, D_HIDDEN, 0, LAYER(w_down) },
 };
 
 #define N_LAYER_KINDS (sizeof(layer_kinds) / sizeof(layer_kinds[0]))
 
 static const struct tensor_kind global_kinds[] = {
-	{ "token_embd.weight", 2, D_VOCAB, D_DIM, offsetof(struct nb_model, token_embd) },
-	{ "output_norm.weight", 1, D_DIM, D_NONE, offsetof(struct nb_model, output_norm) },
-	{ "output.weight", 2, D_VOCAB, D_DIM, offsetof(struct nb_model, output) },
+	{ "token_embd.weight", 2, D_VOCAB, D_DIM, 0, offsetof(struct nb_model, token_embd) },
+	{ "output_norm.weight", 1, D_DIM, D_NONE, 0, offsetof(struct nb_model, output_norm) },
+	{ "output.weight", 2, D_VOCAB, D_DIM, HAS_UNTIED_OUTPUT, offsetof(struct nb_model, output) },
 };
 
 #define N_GLOBAL_KINDS (sizeof(global_kinds) / sizeof(global_kinds[0]))
+
+static uint32_t model_has(const struct nb_hparams *hp)
+{
+	return hp->features | (hp->tied_embeddings ? 0 : HAS_UNTIED_OUTPUT);
+}
+
+static bool kind_in(const struct nb_hparams *hp, const struct tensor_kind *k)
+{
+	return (k->needs & ~model_has(hp)) == 0;
+}
 
 static uint64_t dim_value(const struct nb_hparams *hp, enum shape_dim d)
 {
@@ -55,6 +77,8 @@ static uint64_t dim_value(const struct nb_hparams *hp, enum shape_dim d)
 		return (uint64_t)hp->n_heads * hp->head_dim;
 	case D_KV:
 		return (uint64_t)hp->n_kv_heads * hp->head_dim;
+	case D_HEAD:
+		return hp->head_dim;
 	case D_VOCAB:
 		return hp->vocab_size;
 	case D_NONE:
@@ -96,7 +120,8 @@ static const char *parse_layer(const char *name, uint32_t n_layers, uint32_t *la
 	return p + 1;
 }
 
-/* The kind of a canonical name (and its layer, or UINT32_MAX), or NULL. */
+/* The kind of a canonical name of this model (and its layer, or
+ * UINT32_MAX), or NULL. */
 static const struct tensor_kind *find_kind(const struct nb_hparams *hp, const char *name,
 					   uint32_t *layer)
 {
@@ -106,14 +131,13 @@ static const struct tensor_kind *find_kind(const struct nb_hparams *hp, const ch
 	*layer = UINT32_MAX;
 	for (i = 0; i < N_GLOBAL_KINDS; i++)
 		if (strcmp(name, global_kinds[i].suffix) == 0)
-			return (hp->tied_embeddings &&
-				strcmp(name, "output.weight") == 0) ? NULL : &global_kinds[i];
+			return kind_in(hp, &global_kinds[i]) ? &global_kinds[i] : NULL;
 	suffix = parse_layer(name, hp->n_layers, layer);
 	if (!suffix)
 		return NULL;
 	for (i = 0; i < N_LAYER_KINDS; i++)
 		if (strcmp(suffix, layer_kinds[i].suffix) == 0)
-			return &layer_kinds[i];
+			return kind_in(hp, &layer_kinds[i]) ? &layer_kinds[i] : NULL;
 	return NULL;
 }
 
@@ -154,6 +178,26 @@ static int tensor_bytes(const struct nb_tensor *t, uint64_t elems, uint64_t *byt
 		nb_err("tensor %s: element type %u not supported", t->name, t->type);
 		return -NB_ENOTSUP;
 	}
+}
+
+int nb_model_each_tensor(const struct nb_hparams *hp, int (*fn)(void *arg, const char *name),
+			 void *arg)
+{
+	char name[NB_TENSOR_NAME_MAX];
+	int ret = 0;
+
+	for (size_t i = 0; !ret && i < N_GLOBAL_KINDS; i++)
+		if (kind_in(hp, &global_kinds[i]))
+			ret = fn(arg, global_kinds[i].suffix);
+	for (uint32_t l = 0; !ret && l < hp->n_layers; l++) {
+		for (size_t i = 0; !ret && i < N_LAYER_KINDS; i++) {
+			if (!kind_in(hp, &layer_kinds[i]))
+				continue;
+			snprintf(name, sizeof(name), "blk.%u.%s", l, layer_kinds[i].suffix);
+			ret = fn(arg, name);
+		}
+	}
+	return ret;
 }
 
 static int check_tensor(const struct nb_hparams *hp, const struct tensor_kind *k,
@@ -233,16 +277,14 @@ static int check_complete(struct nb_model *m)
 	size_t i;
 
 	for (i = 0; i < N_GLOBAL_KINDS; i++) {
-		if (m->hp.tied_embeddings && global_kinds[i].offset == offsetof(struct nb_model, output))
-			continue;
-		if (!*slot_of(m, &global_kinds[i], UINT32_MAX)) {
+		if (kind_in(&m->hp, &global_kinds[i]) && !*slot_of(m, &global_kinds[i], UINT32_MAX)) {
 			nb_err("tensor %s missing", global_kinds[i].suffix);
 			return -NB_ENOENT;
 		}
 	}
 	for (l = 0; l < m->hp.n_layers; l++) {
 		for (i = 0; i < N_LAYER_KINDS; i++) {
-			if (!*slot_of(m, &layer_kinds[i], l)) {
+			if (kind_in(&m->hp, &layer_kinds[i]) && !*slot_of(m, &layer_kinds[i], l)) {
 				nb_err("tensor blk.%u.%s missing", l, layer_kinds[i].suffix);
 				return -NB_ENOENT;
 			}

@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,13 +223,46 @@ static void test_hparams_check(void **state)
 	(void)state;
 
 	assert_int_equal(nb_hparams_check(&stories_hp), 0);
-#define BAD(field, value)                                              \
-	do {                                                           \
-		hp = stories_hp;                                       \
-		hp.field = value;                                      \
-		assert_int_equal(nb_hparams_check(&hp), -NB_EFORMAT); \
+#define CHECK(field, value, err)                                \
+	do {                                                    \
+		hp = stories_hp;                                \
+		hp.field = value;                               \
+		assert_int_equal(nb_hparams_check(&hp), err);   \
 	} while (0)
-	BAD(arch, 0);
+#define BAD(field, value) CHECK(field, value, -NB_EFORMAT)
+	/* what this build does not know, from a newer writer */
+	CHECK(arch, 0, -NB_ENOTSUP);
+	CHECK(arch, 2, -NB_ENOTSUP);
+	CHECK(features, 1u << 5, -NB_ENOTSUP);
+	CHECK(activation, NB_ACT_COUNT, -NB_ENOTSUP);
+	/* the layer's pieces */
+	CHECK(features, NB_FEAT_QKV_BIAS | NB_FEAT_QK_NORM, 0);
+	CHECK(activation, NB_ACT_GELU_TANH, 0);
+	CHECK(norm_offset, 1.0f, 0);
+	CHECK(embed_scale, 8.0f, 0);
+	BAD(norm_offset, 0.5f);
+	BAD(norm_offset, NAN);
+	BAD(embed_scale, -1.0f);
+	BAD(embed_scale, NAN);
+	BAD(embed_scale, INFINITY);
+	BAD(embed_scale, 1e6f);
+	/* bounds a little above the largest models: a flipped byte fails here */
+	CHECK(seq_len, 131072, 0);
+	CHECK(seq_len, 1u << 20, 0);
+	BAD(seq_len, 16712192); /* 512 with its third byte flipped to 0xff */
+	BAD(seq_len, (1u << 20) + 1);
+	CHECK(dim, 16384, 0);
+	BAD(dim, 16385);
+	CHECK(hidden_dim, 65536, 0);
+	BAD(hidden_dim, 65537);
+	CHECK(n_layers, 256, 0);
+	BAD(n_layers, 257);
+	CHECK(vocab_size, 262144, 0);
+	BAD(vocab_size, (1u << 20) + 1);
+	BAD(head_dim, 514);
+	BAD(norm_eps, 0.5f);
+	BAD(rope_theta, 1.0f);
+	BAD(rope_theta, 1e11f);
 	BAD(dim, 0);
 	BAD(dim, 1u << 20);
 	BAD(hidden_dim, 0);
@@ -250,6 +284,7 @@ static void test_hparams_check(void **state)
 	BAD(rope_scaling, 7);
 	BAD(rope_scaling, NB_ROPE_SCALING_LLAMA3); /* factors left at 0 */
 #undef BAD
+#undef CHECK
 	/* n_heads * head_dim is the k of the output projection */
 	hp = stories_hp;
 	hp.n_heads = 1024;
@@ -265,6 +300,9 @@ static void test_hparams_check(void **state)
 	hp.rope_orig_ctx = 8192;
 	assert_int_equal(nb_hparams_check(&hp), 0);
 	hp.rope_high_freq_factor = 1.0f; /* the blend divides by high - low */
+	assert_int_equal(nb_hparams_check(&hp), -NB_EFORMAT);
+	hp.rope_high_freq_factor = 4.0f;
+	hp.rope_factor = 1e6f;
 	assert_int_equal(nb_hparams_check(&hp), -NB_EFORMAT);
 }
 
@@ -318,6 +356,49 @@ static void test_tensor_shapes(void **state)
 	expect_shape(&hp, "blk.11.ffn_down.weight", 2, 64, 172);
 	assert_int_equal(nb_model_tensor_shape(&hp, "blk.12.ffn_down.weight", &nd, shape),
 			 -NB_ENOENT);
+
+	/* a feature's tensors are the model's exactly when it has the feature */
+	assert_int_equal(nb_model_tensor_shape(&hp, "blk.0.attn_q.bias", &nd, shape), -NB_ENOENT);
+	assert_int_equal(nb_model_tensor_shape(&hp, "blk.0.attn_k_norm.weight", &nd, shape),
+			 -NB_ENOENT);
+	hp.features = NB_FEAT_QKV_BIAS;
+	expect_shape(&hp, "blk.0.attn_q.bias", 1, 128, 0);
+	expect_shape(&hp, "blk.3.attn_k.bias", 1, 64, 0);
+	expect_shape(&hp, "blk.11.attn_v.bias", 1, 64, 0);
+	assert_int_equal(nb_model_tensor_shape(&hp, "blk.0.attn_q_norm.weight", &nd, shape),
+			 -NB_ENOENT);
+	hp.features = NB_FEAT_QK_NORM;
+	expect_shape(&hp, "blk.0.attn_q_norm.weight", 1, 16, 0);
+	expect_shape(&hp, "blk.5.attn_k_norm.weight", 1, 16, 0);
+	assert_int_equal(nb_model_tensor_shape(&hp, "blk.0.attn_v.bias", &nd, shape), -NB_ENOENT);
+}
+
+static int count_name(void *arg, const char *name)
+{
+	size_t *n = arg;
+
+	(*n)++;
+	return strcmp(name, "blk.1.attn_k_norm.weight") == 0 ? 7 : 0;
+}
+
+/* The canonical list follows the features; a callback's non-zero stops it. */
+static void test_each_tensor(void **state)
+{
+	struct nb_hparams hp = stories_hp;
+	size_t n = 0;
+	(void)state;
+
+	assert_int_equal(nb_model_each_tensor(&hp, count_name, &n), 0);
+	assert_int_equal(n, 2 + 5 * 9); /* tied: no output.weight */
+	hp.tied_embeddings = 0;
+	hp.features = NB_FEAT_QKV_BIAS;
+	n = 0;
+	assert_int_equal(nb_model_each_tensor(&hp, count_name, &n), 0);
+	assert_int_equal(n, 3 + 5 * 12);
+	hp.features = NB_FEAT_QKV_BIAS | NB_FEAT_QK_NORM;
+	n = 0;
+	assert_int_equal(nb_model_each_tensor(&hp, count_name, &n), 7);
+	assert_int_equal(n, 3 + 14 + 9); /* stopped at layer 1's k norm, its 9th */
 }
 
 static struct nb_tensor *find(struct nb_tensor *t, size_t n, const char *name)
@@ -754,11 +835,314 @@ static void test_llama3_rope_wide_heads(void **state)
 	free(sy.buf);
 }
 
+/* ---- the layer pieces of other families, on a tiny synthetic model ------- */
+
+/* dim 16, wide heads (4 x 8 > dim) over 2 KV heads, hidden 22 (not a
+ * multiple of 4: vector tails), 2 layers, untied output. */
+#define FT_DIM 16
+#define FT_HIDDEN 22
+#define FT_LAYERS 2
+#define FT_HEADS 4
+#define FT_KV_HEADS 2
+#define FT_HD 8
+#define FT_VOCAB 11
+#define FT_SEQ 12
+#define FT_Q (FT_HEADS * FT_HD)
+#define FT_KV (FT_KV_HEADS * FT_HD)
+#define FT_MAX_TENSORS (3 + 14 * FT_LAYERS)
+
+struct feat_model {
+	struct nb_hparams hp;
+	struct nb_tensor t[FT_MAX_TENSORS];
+	char names[FT_MAX_TENSORS][NB_TENSOR_NAME_MAX];
+	float *data[FT_MAX_TENSORS];
+	size_t n;
+	uint32_t seed;
+};
+
+static void ft_add(struct feat_model *fm, const char *name, uint64_t rows, uint64_t cols)
+{
+	uint64_t n = rows * (cols ? cols : 1);
+	float *d = malloc(n * sizeof(float));
+
+	assert_non_null(d);
+	assert_true(fm->n < FT_MAX_TENSORS);
+	for (uint64_t i = 0; i < n; i++) {
+		fm->seed = fm->seed * 1664525u + 1013904223u;
+		d[i] = (float)(fm->seed >> 8) / 16777216.0f - 0.5f;
+	}
+	snprintf(fm->names[fm->n], NB_TENSOR_NAME_MAX, "%s", name);
+	fm->data[fm->n] = d;
+	fm->t[fm->n] = (struct nb_tensor){ .name = fm->names[fm->n], .type = NB_DTYPE_F32,
+					   .ndim = cols ? 2 : 1, .shape = { rows, cols },
+					   .data = d, .size = n * sizeof(float) };
+	fm->n++;
+}
+
+/* Every tensor of every feature: binding ignores those of features off. */
+static void ft_build(struct feat_model *fm)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t rows, cols;
+	} layer[] = {
+		{ "attn_norm.weight", FT_DIM, 0 },    { "attn_q.weight", FT_Q, FT_DIM },
+		{ "attn_k.weight", FT_KV, FT_DIM },   { "attn_v.weight", FT_KV, FT_DIM },
+		{ "attn_q.bias", FT_Q, 0 },	      { "attn_k.bias", FT_KV, 0 },
+		{ "attn_v.bias", FT_KV, 0 },	      { "attn_q_norm.weight", FT_HD, 0 },
+		{ "attn_k_norm.weight", FT_HD, 0 },   { "attn_output.weight", FT_DIM, FT_Q },
+		{ "ffn_norm.weight", FT_DIM, 0 },     { "ffn_gate.weight", FT_HIDDEN, FT_DIM },
+		{ "ffn_up.weight", FT_HIDDEN, FT_DIM }, { "ffn_down.weight", FT_DIM, FT_HIDDEN },
+	};
+	char name[NB_TENSOR_NAME_MAX];
+
+	memset(fm, 0, sizeof(*fm));
+	fm->seed = 99;
+	fm->hp = (struct nb_hparams){
+		.arch = NB_ARCH_LLAMA, .dim = FT_DIM, .hidden_dim = FT_HIDDEN, .n_layers = FT_LAYERS,
+		.n_heads = FT_HEADS, .n_kv_heads = FT_KV_HEADS, .head_dim = FT_HD,
+		.vocab_size = FT_VOCAB, .seq_len = FT_SEQ, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
+	};
+	ft_add(fm, "token_embd.weight", FT_VOCAB, FT_DIM);
+	ft_add(fm, "output_norm.weight", FT_DIM, 0);
+	ft_add(fm, "output.weight", FT_VOCAB, FT_DIM);
+	for (uint32_t l = 0; l < FT_LAYERS; l++) {
+		for (size_t k = 0; k < sizeof(layer) / sizeof(layer[0]); k++) {
+			snprintf(name, sizeof(name), "blk.%u.%s", l, layer[k].suffix);
+			ft_add(fm, name, layer[k].rows, layer[k].cols);
+		}
+	}
+}
+
+static void ft_free(struct feat_model *fm)
+{
+	for (size_t i = 0; i < fm->n; i++)
+		free(fm->data[i]);
+}
+
+static const float *ft_w(const struct feat_model *fm, int layer, const char *suffix)
+{
+	char name[NB_TENSOR_NAME_MAX];
+
+	if (layer < 0)
+		snprintf(name, sizeof(name), "%s", suffix);
+	else
+		snprintf(name, sizeof(name), "blk.%d.%s", layer, suffix);
+	for (size_t i = 0; i < fm->n; i++)
+		if (strcmp(fm->names[i], name) == 0)
+			return fm->data[i];
+	fail_msg("no tensor %s", name);
+	return NULL;
+}
+
+/* The straightforward reference, in double, as HF's modeling code reads. */
+static void ref_norm(double *out, const double *x, const float *w, int n,
+		     const struct nb_hparams *hp)
+{
+	double ss = 0;
+
+	for (int i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	ss = 1.0 / sqrt(ss / n + hp->norm_eps);
+	for (int i = 0; i < n; i++)
+		out[i] = x[i] * ss * (hp->norm_offset + w[i]);
+}
+
+static void ref_matvec(double *out, const float *w, const double *x, int rows, int cols)
+{
+	for (int r = 0; r < rows; r++) {
+		out[r] = 0;
+		for (int c = 0; c < cols; c++)
+			out[r] += (double)w[r * cols + c] * x[c];
+	}
+}
+
+static void ref_rope(double *x, int n_heads, int pos, double theta)
+{
+	for (int h = 0; h < n_heads; h++) {
+		for (int i = 0; i < FT_HD / 2; i++) {
+			double a = pos * pow(theta, -2.0 * i / FT_HD);
+			double *v = x + h * FT_HD + 2 * i, v0 = v[0], v1 = v[1];
+
+			v[0] = v0 * cos(a) - v1 * sin(a);
+			v[1] = v0 * sin(a) + v1 * cos(a);
+		}
+	}
+}
+
+static double ref_act(double g, uint32_t act)
+{
+	if (act == NB_ACT_GELU_TANH)
+		return 0.5 * g * (1.0 + tanh(sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g)));
+	return g / (1.0 + exp(-g));
+}
+
+/* logits [n][vocab] of tokens at positions 0..n-1 */
+static void ref_forward(const struct feat_model *fm, const struct nb_hparams *hp,
+			const int32_t *tok, int n, double logits[][FT_VOCAB])
+{
+	static double K[FT_LAYERS][FT_SEQ][FT_KV], V[FT_LAYERS][FT_SEQ][FT_KV];
+	const bool bias = hp->features & NB_FEAT_QKV_BIAS, qk_norm = hp->features & NB_FEAT_QK_NORM;
+
+	for (int t = 0; t < n; t++) {
+		double x[FT_DIM], xb[FT_DIM], q[FT_Q], att[FT_Q], o[FT_DIM], g[FT_HIDDEN], u[FT_HIDDEN];
+
+		for (int i = 0; i < FT_DIM; i++)
+			x[i] = ft_w(fm, -1, "token_embd.weight")[tok[t] * FT_DIM + i] *
+			       (hp->embed_scale != 0.0f ? (double)hp->embed_scale : 1.0);
+		for (int l = 0; l < FT_LAYERS; l++) {
+			double *k = K[l][t], *v = V[l][t];
+
+			ref_norm(xb, x, ft_w(fm, l, "attn_norm.weight"), FT_DIM, hp);
+			ref_matvec(q, ft_w(fm, l, "attn_q.weight"), xb, FT_Q, FT_DIM);
+			ref_matvec(k, ft_w(fm, l, "attn_k.weight"), xb, FT_KV, FT_DIM);
+			ref_matvec(v, ft_w(fm, l, "attn_v.weight"), xb, FT_KV, FT_DIM);
+			for (int i = 0; bias && i < FT_Q; i++)
+				q[i] += ft_w(fm, l, "attn_q.bias")[i];
+			for (int i = 0; bias && i < FT_KV; i++) {
+				k[i] += ft_w(fm, l, "attn_k.bias")[i];
+				v[i] += ft_w(fm, l, "attn_v.bias")[i];
+			}
+			for (int h = 0; qk_norm && h < FT_HEADS; h++)
+				ref_norm(q + h * FT_HD, q + h * FT_HD, ft_w(fm, l, "attn_q_norm.weight"),
+					 FT_HD, hp);
+			for (int h = 0; qk_norm && h < FT_KV_HEADS; h++)
+				ref_norm(k + h * FT_HD, k + h * FT_HD, ft_w(fm, l, "attn_k_norm.weight"),
+					 FT_HD, hp);
+			ref_rope(q, FT_HEADS, t, hp->rope_theta);
+			ref_rope(k, FT_KV_HEADS, t, hp->rope_theta);
+			for (int h = 0; h < FT_HEADS; h++) {
+				int kvh = h / (FT_HEADS / FT_KV_HEADS);
+				double sc[FT_SEQ], mx = -INFINITY, sum = 0;
+
+				for (int j = 0; j <= t; j++) {
+					sc[j] = 0;
+					for (int i = 0; i < FT_HD; i++)
+						sc[j] += q[h * FT_HD + i] * K[l][j][kvh * FT_HD + i];
+					sc[j] /= sqrt(FT_HD);
+					mx = sc[j] > mx ? sc[j] : mx;
+				}
+				for (int j = 0; j <= t; j++)
+					sum += sc[j] = exp(sc[j] - mx);
+				for (int i = 0; i < FT_HD; i++) {
+					att[h * FT_HD + i] = 0;
+					for (int j = 0; j <= t; j++)
+						att[h * FT_HD + i] += sc[j] / sum * V[l][j][kvh * FT_HD + i];
+				}
+			}
+			ref_matvec(o, ft_w(fm, l, "attn_output.weight"), att, FT_DIM, FT_Q);
+			for (int i = 0; i < FT_DIM; i++)
+				x[i] += o[i];
+			ref_norm(xb, x, ft_w(fm, l, "ffn_norm.weight"), FT_DIM, hp);
+			ref_matvec(g, ft_w(fm, l, "ffn_gate.weight"), xb, FT_HIDDEN, FT_DIM);
+			ref_matvec(u, ft_w(fm, l, "ffn_up.weight"), xb, FT_HIDDEN, FT_DIM);
+			for (int i = 0; i < FT_HIDDEN; i++)
+				g[i] = ref_act(g[i], hp->activation) * u[i];
+			ref_matvec(o, ft_w(fm, l, "ffn_down.weight"), g, FT_DIM, FT_HIDDEN);
+			for (int i = 0; i < FT_DIM; i++)
+				x[i] += o[i];
+		}
+		ref_norm(xb, x, ft_w(fm, -1, "output_norm.weight"), FT_DIM, hp);
+		ref_matvec(logits[t], ft_w(fm, -1, "output.weight"), xb, FT_VOCAB, FT_DIM);
+	}
+}
+
+/* Every combination of the pieces: the runtime's logits at every position
+ * (one batch) are the reference's; each piece changes them; the prompt in
+ * one batch and token by token give the same bits. */
+static void test_layer_pieces(void **state)
+{
+	static const int32_t tok[FT_SEQ] = { 1, 7, 3, 10, 0, 5, 5, 2, 9, 4, 8, 6 };
+	static double want[FT_SEQ][FT_VOCAB], llama[FT_SEQ][FT_VOCAB];
+	uint8_t all[FT_SEQ];
+	uint32_t pos[FT_SEQ];
+	struct feat_model fm;
+	(void)state;
+
+	ft_build(&fm);
+	memset(all, 1, sizeof(all));
+	for (uint32_t i = 0; i < FT_SEQ; i++)
+		pos[i] = i;
+	ref_forward(&fm, &fm.hp, tok, FT_SEQ, llama);
+	for (unsigned combo = 0; combo < 32; combo++) {
+		struct nb_hparams hp = fm.hp;
+		struct nb_model m;
+		struct nb_fwd f;
+		float *logits, got[FT_VOCAB];
+		double err = 0, moved = 0;
+
+		hp.features = (combo & 1 ? NB_FEAT_QKV_BIAS : 0) | (combo & 2 ? NB_FEAT_QK_NORM : 0);
+		hp.activation = combo & 4 ? NB_ACT_GELU_TANH : NB_ACT_SILU;
+		hp.norm_offset = combo & 8 ? 1.0f : 0.0f;
+		hp.embed_scale = combo & 16 ? 4.0f : 0.0f; /* sqrt(dim) */
+		ref_forward(&fm, &hp, tok, FT_SEQ, want);
+		nb_model_init(&m);
+		assert_int_equal(nb_model_bind(&m, &hp, fm.t, fm.n), 0);
+		assert_true((m.layers[1].bq != NULL) == !!(combo & 1));
+		assert_true((m.layers[1].k_norm != NULL) == !!(combo & 2));
+		assert_int_equal(nb_fwd_open(&f, &m, FT_SEQ), 0);
+		assert_int_equal(nb_fwd_batch(&f, FT_SEQ, tok, pos, NULL, all, &logits), 0);
+		for (int t = 0; t < FT_SEQ; t++) {
+			for (int v = 0; v < FT_VOCAB; v++) {
+				double d = fabs(logits[t * FT_VOCAB + v] - want[t][v]);
+
+				err = d > err ? d : err;
+				d = fabs(want[t][v] - llama[t][v]);
+				moved = d > moved ? d : moved;
+			}
+		}
+		memcpy(got, logits + (FT_SEQ - 1) * FT_VOCAB, sizeof(got));
+		for (uint32_t i = 0; i < FT_SEQ; i++)
+			assert_int_equal(nb_fwd_token(&f, tok[i], i, &logits), 0);
+		if (memcmp(got, logits, sizeof(got)) != 0)
+			fail_msg("pieces %#x: batch and token by token differ", combo);
+		if (err > 5e-6)
+			fail_msg("pieces %#x: logits differ from the reference by %g", combo, err);
+		if (combo && moved < 1e-2)
+			fail_msg("pieces %#x: the logits are Llama's (moved %g)", combo, moved);
+		nb_fwd_close(&f);
+		nb_model_free(&m);
+	}
+	ft_free(&fm);
+}
+
+/* A feature's tensors are required with it, and checked like any other. */
+static void test_layer_pieces_bind(void **state)
+{
+	struct feat_model fm;
+	struct nb_hparams hp;
+	struct nb_model m;
+	struct nb_tensor *t;
+	(void)state;
+
+	ft_build(&fm);
+	hp = fm.hp;
+	hp.features = NB_FEAT_QKV_BIAS | NB_FEAT_QK_NORM;
+	nb_model_init(&m);
+	assert_int_equal(nb_model_bind(&m, &hp, fm.t, fm.n), 0);
+	assert_string_equal(m.layers[1].bv->name, "blk.1.attn_v.bias");
+	assert_string_equal(m.layers[0].q_norm->name, "blk.0.attn_q_norm.weight");
+	t = find(fm.t, fm.n, "blk.1.attn_k.bias");
+	t->name = "blk.1.attn_k.bias_";
+	assert_int_equal(nb_model_bind(&m, &hp, fm.t, fm.n), -NB_ENOENT);
+	t->name = "blk.1.attn_k.bias";
+	t = find(fm.t, fm.n, "blk.0.attn_q_norm.weight");
+	t->shape[0] = FT_DIM;
+	t->size = FT_DIM * sizeof(float);
+	assert_int_equal(nb_model_bind(&m, &hp, fm.t, fm.n), -NB_EFORMAT);
+	hp.features = NB_FEAT_QKV_BIAS; /* the bad q norm is not the model's now */
+	assert_int_equal(nb_model_bind(&m, &hp, fm.t, fm.n), 0);
+	assert_null(m.layers[0].q_norm);
+	nb_model_free(&m);
+	ft_free(&fm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hparams_check),
 		cmocka_unit_test(test_tensor_shapes),
+		cmocka_unit_test(test_each_tensor),
 		cmocka_unit_test(test_bind),
 		cmocka_unit_test(test_reference_outputs),
 		cmocka_unit_test(test_reference_via_importers),
@@ -767,6 +1151,8 @@ int main(void)
 		cmocka_unit_test(test_kv_too_large),
 		cmocka_unit_test(test_no_allocation_per_token),
 		cmocka_unit_test(test_llama3_rope_wide_heads),
+		cmocka_unit_test(test_layer_pieces),
+		cmocka_unit_test(test_layer_pieces_bind),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

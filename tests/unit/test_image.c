@@ -250,6 +250,57 @@ static void test_llm_open_and_golden(void **state)
 	}
 }
 
+/* The layer's pieces are stored and read back, and the image's golden
+ * vector (computed with them) is reproduced from the file. */
+static void test_layer_fields_round_trip(void **state)
+{
+	static const char *const extra[] = { "blk.0.attn_q.bias", "blk.0.attn_k.bias",
+					     "blk.0.attn_v.bias", "blk.0.attn_q_norm.weight",
+					     "blk.0.attn_k_norm.weight" };
+	static const uint64_t rows[] = { HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM,
+					 HEAD_DIM, HEAD_DIM };
+	struct fixture *f = *state;
+	struct nb_hparams llama = f->hp;
+	struct nb_rng rng = { 5 };
+	size_t n0 = f->n;
+	int32_t golden[5] = { 1, 6 };
+	uint32_t diff = 99;
+	struct nb_model m;
+	struct nb_image img;
+	struct nb_llm l;
+
+	for (size_t i = 0; i < 5; i++)
+		add_tensor(f, extra[i], rows[i], 0, &rng);
+	f->hp.features = NB_FEAT_QKV_BIAS | NB_FEAT_QK_NORM;
+	f->hp.activation = NB_ACT_GELU_TANH;
+	f->hp.norm_offset = 1.0f;
+	f->hp.embed_scale = 2.828427f;
+	nb_model_init(&m);
+	assert_int_equal(nb_model_bind(&m, &f->hp, f->tensors, f->n), 0);
+	assert_int_equal(nb_llm_greedy(&m, golden, 2, 3, golden + 2), 0);
+	nb_model_free(&m);
+	assert_int_equal(write_fixture(f, golden, 2, 3), 0);
+	assert_int_equal(nb_image_open(&img, f->path, 0), 0);
+	assert_memory_equal(&img.hp, &f->hp, sizeof(f->hp));
+	assert_non_null(nb_image_tensor(&img, "blk.0.attn_k_norm.weight"));
+	nb_image_close(&img);
+	assert_int_equal(nb_llm_open(&l, f->path, 0), 0);
+	assert_int_equal(nb_llm_check_golden(&l, &diff), 0);
+	nb_llm_close(&l);
+
+	/* the fixture again, for the tests after this one */
+	for (size_t i = n0; i < f->n; i++)
+		free(f->data[i]);
+	f->n = n0;
+	f->hp = llama;
+	golden[2] = 0;
+	nb_model_init(&m);
+	assert_int_equal(nb_model_bind(&m, &f->hp, f->tensors, f->n), 0);
+	assert_int_equal(nb_llm_greedy(&m, golden, 2, 3, golden + 2), 0);
+	nb_model_free(&m);
+	assert_int_equal(write_fixture(f, golden, 2, 3), 0);
+}
+
 static int open_copy(const struct fixture *f, size_t size, void (*mutate)(uint8_t *, size_t))
 {
 	uint8_t *buf = aligned_alloc(64, (f->size + 63) & ~(size_t)63);
@@ -317,6 +368,21 @@ static void m_meta_key0(uint8_t *b, size_t n) { (void)n; ((uint32_t *)(b + sec(b
 static void m_golden_id(uint8_t *b, size_t n) { (void)n; ((int32_t *)(b + sec(b, NB_SECTION_GOLDEN)->offset))[3] = VOCAB; }
 static void m_golden_neg(uint8_t *b, size_t n) { (void)n; ((int32_t *)(b + sec(b, NB_SECTION_GOLDEN)->offset))[2] = -1; }
 static void m_golden_count(uint8_t *b, size_t n) { (void)n; ((uint32_t *)(b + sec(b, NB_SECTION_GOLDEN)->offset))[1] = 0xffffffffu; }
+static struct nb_image_hparams *ihp(uint8_t *b) { return (struct nb_image_hparams *)(b + sec(b, NB_SECTION_HPARAMS)->offset); }
+static void m_hp_seq_flip(uint8_t *b, size_t n) { (void)n; ((uint8_t *)&ihp(b)->seq_len)[2] = 0xff; }
+static void m_hp_layers(uint8_t *b, size_t n) { (void)n; ihp(b)->n_layers = 257; }
+static void m_hp_eps(uint8_t *b, size_t n) { (void)n; ihp(b)->norm_eps = 3.0f; }
+static void m_hp_reserved(uint8_t *b, size_t n) { (void)n; ihp(b)->reserved[10] = 1; }
+static void m_hp_features(uint8_t *b, size_t n) { (void)n; ihp(b)->features = 1u << 9; }
+static void m_hp_act(uint8_t *b, size_t n) { (void)n; ihp(b)->activation = 9; }
+static void m_hp_norm_offset(uint8_t *b, size_t n) { (void)n; ihp(b)->norm_offset = 0.5f; }
+static void m_hp_embed_scale(uint8_t *b, size_t n) { (void)n; ihp(b)->embed_scale = -2.0f; }
+static void m_hdr_reserved(uint8_t *b, size_t n) { (void)n; hdr(b)->reserved[23] = 1; }
+static void m_sec_unused(uint8_t *b, size_t n) { (void)n; hdr(b)->sections[NB_IMAGE_MAX_SECTIONS - 1].offset = 4096; }
+static void m_sec_reserved(uint8_t *b, size_t n) { (void)n; sec(b, NB_SECTION_META)->reserved = 1; }
+static void m_t_same_bytes(uint8_t *b, size_t n) { (void)n; entry(b, 3)->offset = entry(b, 2)->offset; }
+static void m_t_overlap(uint8_t *b, size_t n) { (void)n; entry(b, 3)->offset = entry(b, 2)->offset + 64; }
+static void m_t_inside(uint8_t *b, size_t n) { (void)n; entry(b, 10)->offset = entry(b, 0)->offset + 192; }
 static void m_trailer(uint8_t *b, size_t n) { (void)n; sec(b, NB_SECTION_TRAILER)->size = 4096 * 2; sec(b, NB_SECTION_TRAILER)->offset -= 4096; }
 
 static void test_corruptions_are_rejected(void **state)
@@ -327,6 +393,9 @@ static void test_corruptions_are_rejected(void **state)
 		m_table_size, m_t_type, m_t_ndim0, m_t_ndim5, m_t_shape_ovf, m_t_shape0, m_t_size,
 		m_t_offset, m_t_offset_wrap, m_t_unaligned, m_t_name, m_t_dup, m_t_unused_dim,
 		m_meta, m_meta_key0, m_golden_id, m_golden_neg, m_golden_count, m_trailer,
+		m_hp_seq_flip, m_hp_layers, m_hp_eps, m_hp_reserved, m_hp_features, m_hp_act,
+		m_hp_norm_offset, m_hp_embed_scale, m_hdr_reserved, m_sec_unused, m_sec_reserved,
+		m_t_same_bytes, m_t_overlap, m_t_inside,
 	};
 	struct fixture *f = *state;
 
@@ -372,6 +441,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_llm_open_and_golden),
+		cmocka_unit_test(test_layer_fields_round_trip),
 		cmocka_unit_test(test_corruptions_are_rejected),
 		cmocka_unit_test(test_truncated_images_are_rejected),
 		cmocka_unit_test(test_open_errors),

@@ -191,6 +191,10 @@ static void assert_same_hparams(const struct nb_hparams *a, const struct nb_hpar
 	assert_true(a->norm_eps == b->norm_eps);
 	assert_true(a->rope_theta == b->rope_theta);
 	assert_int_equal(a->rope_scaling, b->rope_scaling);
+	assert_int_equal(a->features, b->features);
+	assert_int_equal(a->activation, b->activation);
+	assert_true(a->norm_offset == b->norm_offset);
+	assert_true(a->embed_scale == b->embed_scale);
 }
 
 static size_t tensor_elems(const struct nb_ckpt_tensor *t)
@@ -235,6 +239,10 @@ static void assert_stories_hparams(const struct nb_hparams *hp)
 	assert_true(fabsf(hp->norm_eps - 1e-5f) < 1e-10f);
 	assert_true(hp->rope_theta == 10000.0f);
 	assert_int_equal(hp->rope_scaling, NB_ROPE_SCALING_NONE);
+	/* Llama's layer: nothing added */
+	assert_int_equal(hp->features, 0);
+	assert_int_equal(hp->activation, NB_ACT_SILU);
+	assert_true(hp->norm_offset == 0.0f && hp->embed_scale == 0.0f);
 }
 
 static void assert_piece(const struct nb_tok_spec *s, uint32_t id, const char *want)
@@ -910,6 +918,11 @@ static void test_hf_config_variants(void **state)
 		{ "{\"tie_word_embeddings\":false}", -NB_EFORMAT }, /* no lm_head.weight */
 		{ "{\"architectures\":null}", 0 },		    /* model_type decides */
 		{ "{\"architectures\":[\"GPTNeoXForCausalLM\"]}", -NB_ENOTSUP },
+		/* families the runtime could compute but the importers do not take yet */
+		{ "{\"architectures\":[\"Qwen2ForCausalLM\"],\"model_type\":\"qwen2\"}", -NB_ENOTSUP },
+		{ "{\"architectures\":null,\"model_type\":\"gemma\"}", -NB_ENOTSUP },
+		{ "{\"hidden_activation\":\"gelu_pytorch_tanh\"}", -NB_ENOTSUP },
+		{ "{\"hidden_act\":null}", 0 },
 	};
 	struct tmp *tmp = *state;
 	struct nb_ckpt c;
@@ -1008,6 +1021,44 @@ static void test_hf_tokenizer_json(void **state)
 
 /* ---- malformed inputs ----------------------------------------------------- */
 
+/* config.json is one JSON object: what follows it (a second object, junk)
+ * is damage, not something to ignore; trailing white space is fine. */
+static void test_hf_config_trailing(void **state)
+{
+	static const struct {
+		const char *tail;
+		size_t len;
+		int want;
+	} cases[] = {
+		{ "", 0, 0 },		 { "\n\t \r\n", 5, 0 },   { "x", 1, -NB_EFORMAT },
+		{ "{}", 2, -NB_EFORMAT }, { " ,", 2, -NB_EFORMAT }, { "\n\0", 2, -NB_EFORMAT },
+	};
+	struct tmp *tmp = *state;
+	struct nb_ckpt c;
+	char dir[256], *text, *buf;
+	size_t len;
+	int got;
+
+	make_hf_copy(tmp, "trail", dir, sizeof(dir));
+	text = test_slurp(HF_DIR "/config.json", &len);
+	while (len > 0 && strchr(" \t\r\n", text[len - 1]))
+		len--;
+	buf = malloc(len + 8);
+	assert_non_null(buf);
+	memcpy(buf, text, len);
+	nb_ckpt_init(&c);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(buf + len, cases[i].tail, cases[i].len);
+		hf_write(dir, "config.json", buf, len + cases[i].len);
+		got = nb_import_hf(&c, dir);
+		if (got != cases[i].want)
+			fail_msg("config.json + tail %zu: got %d, want %d", i, got, cases[i].want);
+		nb_ckpt_free(&c);
+	}
+	free(buf);
+	free(text);
+}
+
 static void test_bad_config(void **state)
 {
 	static const char *const bad[] = {
@@ -1071,6 +1122,22 @@ static void test_safetensors_parser(void **state)
 		{ "{\"__metadata__\":{\"x\":\"y\"},\"a\":{\"dtype\":\"F32\",\"shape\":[],"
 		  "\"data_offsets\":[0,4]}}", 4, 0 },
 		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,8]}}  ", 8, 0 },
+		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,8]}}\n\t", 8, 0 },
+		/* junk after the header's object */
+		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,8]}}x", 8,
+		  -NB_EFORMAT },
+		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,8]}} {}", 8,
+		  -NB_EFORMAT },
+		/* tensors back to back, an empty one anywhere; none sharing a byte */
+		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]},"
+		  "\"b\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[4,8]},"
+		  "\"e\":{\"dtype\":\"F16\",\"shape\":[0],\"data_offsets\":[2,2]}}", 8, 0 },
+		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,8]},"
+		  "\"b\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[4,8]}}", 8, -NB_EFORMAT },
+		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[2,6]},"
+		  "\"b\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[4,8]}}", 8, -NB_EFORMAT },
+		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[4,8]},"
+		  "\"b\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[4,8]}}", 8, -NB_EFORMAT },
 		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,9]}}", 8, -NB_ERANGE },
 		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,6]}}", 8, -NB_EFORMAT },
 		{ "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[8,0]}}", 8, -NB_ERANGE },
@@ -1448,6 +1515,9 @@ static void test_gguf_tiny(void **state)
 	o = (struct tiny_opts){ .arch = "mamba" };
 	build_tiny(&b, &o);
 	assert_int_equal(tiny_import(&b, &c), -NB_ENOTSUP);
+	o = (struct tiny_opts){ .arch = "qwen2" };
+	build_tiny(&b, &o);
+	assert_int_equal(tiny_import(&b, &c), -NB_ENOTSUP);
 	free(b.p);
 }
 
@@ -1594,6 +1664,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hf_tokenizer_config, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_hf_tokenizer_json, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_config, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_hf_config_trailing, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test(test_truncated_buffers),
 	};

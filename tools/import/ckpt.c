@@ -8,15 +8,6 @@
 
 #define CKPT_MAX_ELEMS (1ull << 40)
 
-/* Per-layer canonical names after "blk.N." (runtime/model/model.h). */
-static const char *const layer_names[] = {
-	"attn_norm.weight", "attn_q.weight", "attn_k.weight",	"attn_v.weight",
-	"attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
-	"ffn_down.weight",
-};
-
-#define N_LAYER_NAMES (sizeof(layer_names) / sizeof(layer_names[0]))
-
 void nb_ckpt_init(struct nb_ckpt *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -125,32 +116,12 @@ static int check_tensor(const struct nb_ckpt *c, const struct nb_ckpt_tensor *t)
 	return 0;
 }
 
-static int check_present(const struct nb_ckpt *c, const char *name)
+static int check_present(void *arg, const char *name)
 {
-	if (nb_ckpt_find(c, name) != NULL)
+	if (nb_ckpt_find(arg, name) != NULL)
 		return 0;
 	nb_err("checkpoint: tensor %s missing", name);
 	return -NB_EFORMAT;
-}
-
-static int check_all_present(const struct nb_ckpt *c)
-{
-	char name[NB_TENSOR_NAME_MAX];
-	int ret = 0;
-
-	if ((ret = check_present(c, "token_embd.weight")) != 0 ||
-	    (ret = check_present(c, "output_norm.weight")) != 0 ||
-	    (!c->hp.tied_embeddings && (ret = check_present(c, "output.weight")) != 0))
-		return ret;
-	for (uint32_t l = 0; l < c->hp.n_layers; l++) {
-		for (size_t k = 0; k < N_LAYER_NAMES; k++) {
-			snprintf(name, sizeof(name), "blk.%u.%s", l, layer_names[k]);
-			ret = check_present(c, name);
-			if (ret != 0)
-				return ret;
-		}
-	}
-	return 0;
 }
 
 static int check_tok(const struct nb_ckpt *c)
@@ -189,7 +160,7 @@ int nb_ckpt_validate(const struct nb_ckpt *c)
 		if (ret != 0)
 			return ret;
 	}
-	ret = check_all_present(c);
+	ret = nb_model_each_tensor(&c->hp, check_present, (void *)c);
 	if (ret == 0)
 		ret = check_tok(c);
 	return ret;

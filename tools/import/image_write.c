@@ -85,6 +85,10 @@ static void fill_hparams(struct nb_image_hparams *d, const struct nb_hparams *hp
 	d->rope_low_freq_factor = hp->rope_low_freq_factor;
 	d->rope_high_freq_factor = hp->rope_high_freq_factor;
 	d->rope_orig_ctx = hp->rope_orig_ctx;
+	d->features = hp->features;
+	d->activation = hp->activation;
+	d->norm_offset = hp->norm_offset;
+	d->embed_scale = hp->embed_scale;
 }
 
 static int fill_entries(const struct nb_image_spec *s, struct nb_image_tensor *e,

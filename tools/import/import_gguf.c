@@ -1,14 +1,17 @@
-/* GGUF (llama.cpp) checkpoints of architecture "llama": hyper-parameters from
- * the llama.* keys, the tokenizer from the tokenizer.ggml.* keys, tensors
- * dequantized to float32. GGUF's llama tensors are already in the
+/* GGUF (llama.cpp) checkpoints of the families of firmware/arch.h:
+ * hyper-parameters from the keys prefixed with general.architecture
+ * ("llama.embedding_length"), the tokenizer from the tokenizer.ggml.* keys,
+ * tensors dequantized to float32. GGUF's tensors are already in the
  * interleaved RoPE layout and use the canonical names: no permutation, no
  * renaming; only ne[] is reversed into PyTorch order. */
+#include "firmware/arch.h"
 #include "tools/import/ckpt.h"
 #include "tools/import/gguf.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,29 +59,45 @@ static int str_is(const struct nb_gguf *g, const char *key, const char *want, co
 	return *len == strlen(want) && memcmp(*s, want, *len) == 0;
 }
 
-static int check_arch(const struct nb_gguf *g)
+/* The family named by general.architecture, whose name prefixes its keys. */
+static int find_arch(const struct nb_gguf *g, const struct nb_arch_desc **d)
 {
 	const char *s;
 	uint64_t len;
-	int ret = str_is(g, "general.architecture", "llama", &s, &len);
+	char known[128];
 
-	if (ret == 1)
-		return 0;
-	if (ret == 0) {
-		nb_err("GGUF: architecture %.*s not supported (llama only)",
-		       (int)(len > 64 ? 64 : len), s);
+	if (nb_gguf_get_str(g, "general.architecture", &s, &len) != 0) {
+		nb_err("GGUF: general.architecture missing or not a string");
+		return -NB_EFORMAT;
+	}
+	*d = nb_arch_find(s, (size_t)len);
+	if (*d == NULL) {
+		nb_arch_list(known, sizeof(known));
+		nb_err("GGUF: architecture %.*s not supported (%s)", (int)(len > 64 ? 64 : len), s,
+		       known);
 		return -NB_ENOTSUP;
 	}
-	nb_err("GGUF: general.architecture missing or not a string");
-	return -NB_EFORMAT;
+	return 0;
 }
 
-static int check_rope(const struct nb_gguf *g, const struct nb_hparams *hp)
+/* "<architecture>.<name>" */
+struct arch_key {
+	const char *arch;
+	char buf[96];
+};
+
+static const char *prefixed(struct arch_key *k, const char *name)
+{
+	snprintf(k->buf, sizeof(k->buf), "%s.%s", k->arch, name);
+	return k->buf;
+}
+
+static int check_rope(const struct nb_gguf *g, struct arch_key *k, const struct nb_hparams *hp)
 {
 	const char *s;
 	uint64_t len;
 	uint32_t rot;
-	int ret = str_is(g, "llama.rope.scaling.type", "none", &s, &len);
+	int ret = str_is(g, prefixed(k, "rope.scaling.type"), "none", &s, &len);
 
 	if (ret == 0) {
 		nb_err("GGUF: RoPE scaling %.*s not supported", (int)(len > 32 ? 32 : len), s);
@@ -91,7 +110,7 @@ static int check_rope(const struct nb_gguf *g, const struct nb_hparams *hp)
 		nb_err("GGUF: rope_freqs.weight (Llama 3.1 RoPE scaling) not supported; import the HF checkpoint");
 		return -NB_ENOTSUP;
 	}
-	ret = get_opt_u32(g, "llama.rope.dimension_count", hp->head_dim, &rot);
+	ret = get_opt_u32(g, prefixed(k, "rope.dimension_count"), hp->head_dim, &rot);
 	if (ret == 0 && rot != hp->head_dim) {
 		nb_err("GGUF: RoPE on %u of %u head dimensions not supported", rot, hp->head_dim);
 		return -NB_ENOTSUP;
@@ -99,58 +118,60 @@ static int check_rope(const struct nb_gguf *g, const struct nb_hparams *hp)
 	return ret;
 }
 
-static int read_vocab_size(const struct nb_gguf *g, struct nb_hparams *hp)
+static int read_vocab_size(const struct nb_gguf *g, struct arch_key *k, struct nb_hparams *hp)
 {
 	const struct nb_gguf_kv *tokens = nb_gguf_find(g, "tokenizer.ggml.tokens");
-	int ret = nb_gguf_get_u32(g, "llama.vocab_size", &hp->vocab_size);
+	int ret = nb_gguf_get_u32(g, prefixed(k, "vocab_size"), &hp->vocab_size);
 
 	if (ret != -NB_ENOENT)
 		return ret;
 	if (tokens == NULL || tokens->type != NB_GGUF_ARRAY || tokens->arr_n > UINT32_MAX) {
-		nb_err("GGUF: neither llama.vocab_size nor a token list");
+		nb_err("GGUF: neither %s nor a token list", k->buf);
 		return -NB_EFORMAT;
 	}
 	hp->vocab_size = (uint32_t)tokens->arr_n;
 	return 0;
 }
 
-static int read_hparams(const struct nb_gguf *g, struct nb_hparams *hp)
+static int read_hparams(const struct nb_gguf *g, const struct nb_arch_desc *d,
+			struct nb_hparams *hp)
 {
+	struct arch_key k = { .arch = d->name };
 	uint32_t v_len;
 	int ret;
 
-	hp->arch = NB_ARCH_LLAMA;
-	if ((ret = get_req_u32(g, "llama.embedding_length", &hp->dim)) != 0 ||
-	    (ret = get_req_u32(g, "llama.feed_forward_length", &hp->hidden_dim)) != 0 ||
-	    (ret = get_req_u32(g, "llama.block_count", &hp->n_layers)) != 0 ||
-	    (ret = get_req_u32(g, "llama.attention.head_count", &hp->n_heads)) != 0 ||
-	    (ret = get_req_u32(g, "llama.context_length", &hp->seq_len)) != 0 ||
-	    (ret = get_opt_u32(g, "llama.attention.head_count_kv", hp->n_heads,
+	if ((ret = get_req_u32(g, prefixed(&k, "embedding_length"), &hp->dim)) != 0 ||
+	    (ret = get_req_u32(g, prefixed(&k, "feed_forward_length"), &hp->hidden_dim)) != 0 ||
+	    (ret = get_req_u32(g, prefixed(&k, "block_count"), &hp->n_layers)) != 0 ||
+	    (ret = get_req_u32(g, prefixed(&k, "attention.head_count"), &hp->n_heads)) != 0 ||
+	    (ret = get_req_u32(g, prefixed(&k, "context_length"), &hp->seq_len)) != 0 ||
+	    (ret = get_opt_u32(g, prefixed(&k, "attention.head_count_kv"), hp->n_heads,
 			       &hp->n_kv_heads)) != 0 ||
-	    (ret = get_opt_u32(g, "llama.attention.key_length", hp->dim / hp->n_heads,
+	    (ret = get_opt_u32(g, prefixed(&k, "attention.key_length"), hp->dim / hp->n_heads,
 			       &hp->head_dim)) != 0 ||
-	    (ret = get_opt_u32(g, "llama.attention.value_length", hp->head_dim, &v_len)) != 0)
+	    (ret = get_opt_u32(g, prefixed(&k, "attention.value_length"), hp->head_dim, &v_len)) != 0)
 		return ret;
 	if (v_len != hp->head_dim) {
 		nb_err("GGUF: key_length %u != value_length %u not supported", hp->head_dim, v_len);
 		return -NB_ENOTSUP;
 	}
-	ret = nb_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &hp->norm_eps);
+	ret = nb_gguf_get_f32(g, prefixed(&k, "attention.layer_norm_rms_epsilon"), &hp->norm_eps);
 	if (ret != 0) {
-		nb_err("GGUF: llama.attention.layer_norm_rms_epsilon missing or not a float");
+		nb_err("GGUF: %s missing or not a float", k.buf);
 		return ret;
 	}
-	ret = nb_gguf_get_f32(g, "llama.rope.freq_base", &hp->rope_theta);
+	ret = nb_gguf_get_f32(g, prefixed(&k, "rope.freq_base"), &hp->rope_theta);
 	if (ret == -NB_ENOENT) {
 		hp->rope_theta = 10000.0f;
 		ret = 0;
 	}
 	if (ret == 0)
-		ret = read_vocab_size(g, hp);
+		ret = read_vocab_size(g, &k, hp);
 	if (ret == 0)
-		ret = check_rope(g, hp);
+		ret = check_rope(g, &k, hp);
 	hp->rope_scaling = NB_ROPE_SCALING_NONE;
 	hp->tied_embeddings = nb_gguf_find_tensor(g, "output.weight") == NULL;
+	nb_arch_apply(d, hp);
 	return ret;
 }
 
@@ -518,10 +539,11 @@ static void set_name(struct nb_ckpt *c, const struct nb_gguf *g, const char *wha
 
 int nb_gguf_to_ckpt(struct nb_ckpt *c, const struct nb_gguf *g, const char *what)
 {
-	int ret = check_arch(g);
+	const struct nb_arch_desc *d = NULL;
+	int ret = find_arch(g, &d);
 
 	if (ret == 0)
-		ret = read_hparams(g, &c->hp);
+		ret = read_hparams(g, d, &c->hp);
 	for (uint64_t i = 0; ret == 0 && i < g->n_tensors; i++)
 		ret = add_tensor(c, &g->tensors[i]);
 	if (ret == 0)

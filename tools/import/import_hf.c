@@ -1,12 +1,14 @@
-/* HuggingFace Llama checkpoints: a directory with config.json, weights in
- * model.safetensors (or shards listed by model.safetensors.index.json), a
- * tokenizer (tokenizer.model or tokenizer.json) and optionally
- * tokenizer_config.json (chat template, add_bos_token) and a LICENSE.
+/* HuggingFace checkpoints of the families of tools/import/family.c: a
+ * directory with config.json, weights in model.safetensors (or shards
+ * listed by model.safetensors.index.json), a tokenizer (tokenizer.model or
+ * tokenizer.json) and optionally tokenizer_config.json (chat template,
+ * add_bos_token) and a LICENSE.
  *
  * HF's conversion script permutes the rows of q_proj and k_proj for its
  * rotate-half RoPE: w.view(heads, head_dim/2, 2, in).transpose(1, 2). We
  * undo it, back to the interleaved pairs the runtime rotates. */
 #include "tools/import/ckpt.h"
+#include "tools/import/family.h"
 #include "tools/import/safetensors.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
@@ -23,29 +25,6 @@
 #define JSON_MAX_BYTES (64u << 20)
 #define LICENSE_MAX_BYTES (1u << 20)
 #define JSON_INT_MAX 9007199254740992.0
-
-enum hf_perm { PERM_NONE, PERM_Q, PERM_K };
-
-struct hf_layer_name {
-	const char *hf;	       /* after "model.layers.N." */
-	const char *canonical; /* after "blk.N."; NULL: dropped */
-	enum hf_perm perm;
-};
-
-static const struct hf_layer_name layer_names[] = {
-	{ "input_layernorm.weight", "attn_norm.weight", PERM_NONE },
-	{ "self_attn.q_proj.weight", "attn_q.weight", PERM_Q },
-	{ "self_attn.k_proj.weight", "attn_k.weight", PERM_K },
-	{ "self_attn.v_proj.weight", "attn_v.weight", PERM_NONE },
-	{ "self_attn.o_proj.weight", "attn_output.weight", PERM_NONE },
-	{ "post_attention_layernorm.weight", "ffn_norm.weight", PERM_NONE },
-	{ "mlp.gate_proj.weight", "ffn_gate.weight", PERM_NONE },
-	{ "mlp.up_proj.weight", "ffn_up.weight", PERM_NONE },
-	{ "mlp.down_proj.weight", "ffn_down.weight", PERM_NONE },
-	{ "self_attn.rotary_emb.inv_freq", NULL, PERM_NONE }, /* recomputed from rope_theta */
-};
-
-#define N_LAYER_NAMES (sizeof(layer_names) / sizeof(layer_names[0]))
 
 /* Special ids from config.json, applied over the tokenizer's. */
 struct hf_special {
@@ -100,8 +79,20 @@ out:
 	return ret;
 }
 
+/* JSON's white space only, from p to end. */
+static bool only_space(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+			return false;
+	return true;
+}
+
+/* A file that is one JSON object and nothing else: a second value or junk
+ * after the first is a damaged or concatenated file, not data to ignore. */
 static int read_json(const char *path, cJSON **root)
 {
+	const char *end = NULL;
 	size_t len;
 	char *text;
 	int ret = read_text(path, JSON_MAX_BYTES, &text, &len);
@@ -109,15 +100,20 @@ static int read_json(const char *path, cJSON **root)
 	*root = NULL;
 	if (ret != 0)
 		return ret;
-	*root = cJSON_ParseWithLength(text, len);
-	free(text);
-	if (*root == NULL || !cJSON_IsObject(*root)) {
+	*root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+	if (*root != NULL && !only_space(end, text + len)) {
+		nb_err("%s: text after the JSON value, at byte %td", path, end - text);
+		ret = -NB_EFORMAT;
+	} else if (*root == NULL || !cJSON_IsObject(*root)) {
 		nb_err("%s: not a JSON object", path);
+		ret = -NB_EFORMAT;
+	}
+	free(text);
+	if (ret != 0) {
 		cJSON_Delete(*root);
 		*root = NULL;
-		return -NB_EFORMAT;
 	}
-	return 0;
+	return ret;
 }
 
 /* ---- config.json --------------------------------------------------------- */
@@ -169,35 +165,46 @@ static int cfg_f32(const cJSON *cfg, const char *key, float dflt, float *out)
 	return 0;
 }
 
-static int check_arch(const cJSON *cfg)
+static const struct nb_family *find_family(const cJSON *cfg)
 {
 	const cJSON *archs = cJSON_GetObjectItemCaseSensitive(cfg, "architectures");
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
 	const cJSON *a = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
+	const struct nb_family *fam;
+	char known[256];
 
 	if (a != NULL) {
-		if (cJSON_IsString(a) && strcmp(a->valuestring, "LlamaForCausalLM") == 0)
-			return 0;
-		nb_err("config.json: architecture %.64s not supported (LlamaForCausalLM only)",
-		       cJSON_IsString(a) ? a->valuestring : "(not a string)");
-		return -NB_ENOTSUP;
+		fam = cJSON_IsString(a) ? nb_family_hf(a->valuestring, NULL) : NULL;
+		if (fam == NULL) {
+			nb_family_hf_list(known, sizeof(known), false);
+			nb_err("config.json: architecture %.64s not supported (%s)",
+			       cJSON_IsString(a) ? a->valuestring : "(not a string)", known);
+		}
+		return fam;
 	}
-	if (cJSON_IsString(type) && strcmp(type->valuestring, "llama") == 0)
-		return 0;
-	nb_err("config.json: model_type %.64s not supported (llama only)",
-	       cJSON_IsString(type) ? type->valuestring : "(missing)");
-	return -NB_ENOTSUP;
+	fam = cJSON_IsString(type) ? nb_family_hf(NULL, type->valuestring) : NULL;
+	if (fam == NULL) {
+		nb_family_hf_list(known, sizeof(known), true);
+		nb_err("config.json: model_type %.64s not supported (%s)",
+		       cJSON_IsString(type) ? type->valuestring : "(missing)", known);
+	}
+	return fam;
 }
 
-/* Features of LlamaConfig the runtime does not implement. */
-static int check_features(const cJSON *cfg)
+/* Features of the family's config the runtime does not implement. */
+static int check_features(const cJSON *cfg, const struct nb_family *fam)
 {
-	const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "hidden_act");
+	static const char *const act_keys[] = { "hidden_act", "hidden_activation" };
 
-	if (act != NULL && !(cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0)) {
-		nb_err("config.json: hidden_act %.32s not supported (silu only)",
-		       cJSON_IsString(act) ? act->valuestring : "(not a string)");
-		return -NB_ENOTSUP;
+	for (size_t i = 0; i < sizeof(act_keys) / sizeof(act_keys[0]); i++) {
+		const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, act_keys[i]);
+
+		if (act != NULL && !cJSON_IsNull(act) &&
+		    !(cJSON_IsString(act) && strcmp(act->valuestring, fam->hf_act) == 0)) {
+			nb_err("config.json: %s %.32s not supported (%s only)", act_keys[i],
+			       cJSON_IsString(act) ? act->valuestring : "(not a string)", fam->hf_act);
+			return -NB_ENOTSUP;
+		}
 	}
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias")) ||
 	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "mlp_bias"))) {
@@ -246,11 +253,13 @@ static int read_rope_scaling(const cJSON *cfg, struct nb_hparams *hp)
 static int read_hparams(const cJSON *cfg, struct nb_hparams *hp)
 {
 	const cJSON *tie = cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings");
+	const struct nb_family *fam = find_family(cfg);
 	int ret;
 
-	if ((ret = check_arch(cfg)) != 0 || (ret = check_features(cfg)) != 0)
+	if (fam == NULL)
+		return -NB_ENOTSUP;
+	if ((ret = check_features(cfg, fam)) != 0)
 		return ret;
-	hp->arch = NB_ARCH_LLAMA;
 	if ((ret = cfg_u32(cfg, "hidden_size", 0, &hp->dim)) != 0 ||
 	    (ret = cfg_u32(cfg, "intermediate_size", 0, &hp->hidden_dim)) != 0 ||
 	    (ret = cfg_u32(cfg, "num_hidden_layers", 0, &hp->n_layers)) != 0 ||
@@ -274,8 +283,8 @@ static int read_hparams(const cJSON *cfg, struct nb_hparams *hp)
 		nb_err("config.json: tie_word_embeddings is not a boolean");
 		return -NB_EFORMAT;
 	}
-	/* LlamaConfig's default is untied */
-	hp->tied_embeddings = cJSON_IsTrue(tie);
+	hp->tied_embeddings = cJSON_IsBool(tie) ? cJSON_IsTrue(tie) : fam->hf_tied;
+	nb_arch_apply(nb_arch_get(fam->arch), hp);
 	return read_rope_scaling(cfg, hp);
 }
 
@@ -423,52 +432,52 @@ static const char *parse_layer(const char *name, uint32_t *layer)
 
 /* 1: mapped to out, 0: dropped, <0: unknown name. */
 static int map_name(const struct nb_hparams *hp, const char *hf, char *out, size_t cap,
-		    enum hf_perm *perm)
+		    enum nb_hf_transform *how)
 {
-	const char *rest;
-	uint32_t layer;
+	const struct nb_family *fam = nb_family_of(hp->arch);
+	const struct nb_hf_name *n;
+	uint32_t layer = 0;
+	const char *rest = parse_layer(hf, &layer);
 
-	*perm = PERM_NONE;
-	if (strcmp(hf, "model.embed_tokens.weight") == 0)
-		return snprintf(out, cap, "token_embd.weight") > 0;
-	if (strcmp(hf, "model.norm.weight") == 0)
-		return snprintf(out, cap, "output_norm.weight") > 0;
-	if (strcmp(hf, "lm_head.weight") == 0)
-		return hp->tied_embeddings ? 0 : snprintf(out, cap, "output.weight") > 0;
-	rest = parse_layer(hf, &layer);
-	for (size_t i = 0; rest != NULL && i < N_LAYER_NAMES; i++) {
-		if (strcmp(rest, layer_names[i].hf) != 0)
+	for (n = fam->hf_names; n->hf != NULL; n++) {
+		if (n->per_layer ? rest == NULL || strcmp(rest, n->hf) != 0 : strcmp(hf, n->hf) != 0)
 			continue;
-		if (layer >= hp->n_layers) {
+		if (n->per_layer && layer >= hp->n_layers) {
 			nb_err("tensor %s: layer %u of %u", hf, layer, hp->n_layers);
 			return -NB_EFORMAT;
 		}
-		if (layer_names[i].canonical == NULL)
+		/* tied: lm_head, when a checkpoint has it, is a copy of the embeddings */
+		if (n->canonical == NULL ||
+		    (hp->tied_embeddings && strcmp(n->canonical, "output.weight") == 0))
 			return 0;
-		*perm = layer_names[i].perm;
-		snprintf(out, cap, "blk.%u.%s", layer, layer_names[i].canonical);
+		*how = n->how;
+		if (n->per_layer)
+			snprintf(out, cap, "blk.%u.%s", layer, n->canonical);
+		else
+			snprintf(out, cap, "%s", n->canonical);
 		return 1;
 	}
-	nb_err("tensor %s not supported for a Llama model", hf);
+	nb_err("tensor %s not supported for a %s model", hf, fam->hf_class);
 	return -NB_ENOTSUP;
 }
 
-/* HF row h*hd + j*hd/2 + i holds interleaved row h*hd + 2i + j. */
-static int unpermute(float *w, uint64_t rows, uint64_t cols, uint32_t heads, uint32_t hd,
-		     const char *name)
+/* Rows that are heads of hd rows each in HF's rotate-half order (q and k
+ * weights and biases; the q/k norm weights, one head): HF row
+ * h*hd + j*hd/2 + i holds interleaved row h*hd + 2i + j. */
+static int unpermute(float *w, uint64_t rows, uint64_t cols, uint32_t hd, const char *name)
 {
 	size_t row = (size_t)cols, half = hd / 2;
 	float *tmp;
 
-	if (rows != (uint64_t)heads * hd || hd % 2 != 0) {
-		nb_err("tensor %s: %llu rows, expected %u heads of %u", name,
-		       (unsigned long long)rows, heads, hd);
+	if (hd % 2 != 0 || rows % hd != 0) {
+		nb_err("tensor %s: %llu rows are not heads of %u", name, (unsigned long long)rows,
+		       hd);
 		return -NB_EFORMAT;
 	}
 	tmp = malloc((size_t)hd * row * sizeof(float));
 	if (tmp == NULL)
 		return -NB_ENOMEM;
-	for (uint32_t h = 0; h < heads; h++) {
+	for (uint64_t h = 0; h < rows / hd; h++) {
 		float *head = w + (size_t)h * hd * row;
 		memcpy(tmp, head, (size_t)hd * row * sizeof(float));
 		for (size_t i = 0; i < half; i++)
@@ -483,9 +492,9 @@ static int unpermute(float *w, uint64_t rows, uint64_t cols, uint32_t heads, uin
 static int add_tensor(struct nb_ckpt *c, const struct nb_st_tensor *t)
 {
 	char name[NB_TENSOR_NAME_MAX];
-	enum hf_perm perm;
+	enum nb_hf_transform how = NB_HF_AS_IS;
 	float *data;
-	int ret = map_name(&c->hp, t->name, name, sizeof(name), &perm);
+	int ret = map_name(&c->hp, t->name, name, sizeof(name), &how);
 
 	if (ret <= 0)
 		return ret;
@@ -496,10 +505,9 @@ static int add_tensor(struct nb_ckpt *c, const struct nb_st_tensor *t)
 	ret = nb_st_to_f32(t, &data);
 	if (ret != 0)
 		return ret;
-	if (perm != PERM_NONE) {
+	if (how == NB_HF_ROTATE_HALF) {
 		ret = unpermute(data, t->shape[0], t->n_elems / (t->shape[0] ? t->shape[0] : 1),
-				perm == PERM_Q ? c->hp.n_heads : c->hp.n_kv_heads, c->hp.head_dim,
-				t->name);
+				c->hp.head_dim, t->name);
 		if (ret != 0) {
 			free(data);
 			return ret;

@@ -3,6 +3,7 @@
  * including the unused RoPE tables) and version 1 (a 256-byte header with
  * magic "ak42", then the tensors in another order). llama2.c already uses
  * the interleaved RoPE layout: nothing is permuted. */
+#include "firmware/arch.h"
 #include "tools/import/ckpt.h"
 #include "tools/import/safetensors.h"
 #include "runtime/base/err.h"
@@ -116,7 +117,6 @@ static int read_params(struct nb_hparams *hp, const uint8_t *p, bool legacy, boo
 		       v[0], v[3], v[4]);
 		return -NB_EFORMAT;
 	}
-	hp->arch = NB_ARCH_LLAMA;
 	hp->dim = (uint32_t)v[0];
 	hp->hidden_dim = (uint32_t)v[1];
 	hp->n_layers = (uint32_t)v[2];
@@ -128,6 +128,7 @@ static int read_params(struct nb_hparams *hp, const uint8_t *p, bool legacy, boo
 	hp->norm_eps = 1e-5f;
 	hp->rope_theta = 10000.0f;
 	hp->rope_scaling = NB_ROPE_SCALING_NONE;
+	nb_arch_apply(nb_arch_get(NB_ARCH_LLAMA), hp);
 	return 0;
 }
 

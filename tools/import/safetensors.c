@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -246,6 +247,41 @@ static int cmp_tensor(const void *a, const void *b)
 		      ((const struct nb_st_tensor *)b)->name);
 }
 
+static int cmp_data(const void *a, const void *b)
+{
+	const struct nb_st_tensor *x = *(const struct nb_st_tensor *const *)a;
+	const struct nb_st_tensor *y = *(const struct nb_st_tensor *const *)b;
+
+	return x->data < y->data ? -1 : x->data > y->data;
+}
+
+/* No byte in two tensors: overlapping data_offsets are a damaged or
+ * hostile header (the format writes each tensor once, back to back).
+ * Empty tensors hold no bytes. */
+static int check_disjoint(const struct nb_st *st, const char *what)
+{
+	const struct nb_st_tensor **by = malloc((st->n_tensors ? st->n_tensors : 1) * sizeof(*by));
+	const struct nb_st_tensor *prev = NULL;
+	size_t n = 0;
+	int ret = 0;
+
+	if (by == NULL)
+		return -NB_ENOMEM;
+	for (size_t i = 0; i < st->n_tensors; i++)
+		if (st->tensors[i].size)
+			by[n++] = &st->tensors[i];
+	qsort(by, n, sizeof(*by), cmp_data);
+	for (size_t i = 0; i < n && ret == 0; prev = by[i++]) {
+		if (prev && by[i]->data < prev->data + prev->size) {
+			nb_err("%s: tensors %s and %s overlap in the data section", what, prev->name,
+			       by[i]->name);
+			ret = -NB_EFORMAT;
+		}
+	}
+	free(by);
+	return ret;
+}
+
 static int parse_tensors(struct nb_st *st, const cJSON *root, const uint8_t *data,
 			 uint64_t data_len, const char *what)
 {
@@ -272,12 +308,13 @@ static int parse_tensors(struct nb_st *st, const cJSON *root, const uint8_t *dat
 			return -NB_EFORMAT;
 		}
 	}
-	return 0;
+	return check_disjoint(st, what);
 }
 
 int nb_st_parse(struct nb_st *st, const void *buf, size_t len, const char *what)
 {
 	const uint8_t *p = buf;
+	const char *end = NULL;
 	cJSON *root = NULL;
 	uint64_t hlen = 0;
 	int ret = -NB_EFORMAT;
@@ -298,10 +335,19 @@ int nb_st_parse(struct nb_st *st, const void *buf, size_t len, const char *what)
 		       (unsigned long long)hlen, NB_ST_HEADER_MAX);
 		return -NB_ERANGE;
 	}
-	root = cJSON_ParseWithLength((const char *)p + 8, (size_t)hlen);
+	root = cJSON_ParseWithLengthOpts((const char *)p + 8, (size_t)hlen, &end, false);
 	if (root == NULL || !cJSON_IsObject(root)) {
 		nb_err("%s: header is not a JSON object", what);
 		goto out;
+	}
+	/* writers pad the header with spaces; like serde_json, which the
+	 * reference reader uses, take white space after the object, and
+	 * nothing else */
+	for (; end < (const char *)p + 8 + hlen; end++) {
+		if (*end != ' ' && *end != '\n' && *end != '\r' && *end != '\t') {
+			nb_err("%s: header has bytes after its JSON object", what);
+			goto out;
+		}
 	}
 	ret = parse_tensors(st, root, p + 8 + hlen, len - 8 - hlen, what);
 out:

@@ -521,7 +521,9 @@ struct awq_ref {
 };
 
 /* Divides the output channels feeding stage s of layer l by scale. false
- * when no operation can take it (o after grouped-query attention). */
+ * when no operation can take it: o after grouped-query attention, or after
+ * v with a bias (which would need dividing too), and a norm that scales by
+ * (offset + w), which dividing w does not divide. */
 static bool awq_fold(struct qjob *j, uint32_t l, int s, const float *scale, bool apply)
 {
 	const struct nb_hparams *hp = &j->c.hp;
@@ -529,7 +531,9 @@ static bool awq_fold(struct qjob *j, uint32_t l, int s, const float *scale, bool
 			   s == ST_DOWN ? "ffn_up" : "attn_v";
 	struct nb_ckpt_tensor *t;
 
-	if (s == ST_O && hp->n_heads != hp->n_kv_heads)
+	if (s == ST_O && (hp->n_heads != hp->n_kv_heads || (hp->features & NB_FEAT_QKV_BIAS)))
+		return false;
+	if ((s == ST_QKV || s == ST_GATE_UP) && hp->norm_offset != 0.0f)
 		return false;
 	if (!apply)
 		return true;
