@@ -410,7 +410,7 @@ static int alloc_scratch(struct nb_sched *s, uint32_t rows)
 int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_sched_opts *o)
 {
 	const uint32_t rows = o->slots + o->chunk;
-	struct nb_fwd_opts fo = { .max_ctx = o->ctx, .max_batch = rows };
+	struct nb_fwd_opts fo = { .max_ctx = o->ctx, .max_batch = rows, .no_kv0 = true };
 	int ret;
 
 	memset(s, 0, sizeof(*s));

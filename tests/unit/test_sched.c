@@ -288,6 +288,23 @@ static void test_close_cancels_everything(void **state)
 	}
 }
 
+/* The slots' caches are the only ones: the forward context of the
+ * scheduler maps no cache of its own (it was 92 MB of TinyLlama at 2048). */
+static void test_no_cache_beside_the_slots(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_sched_opts o = opts(f, 2, 4, 8);
+	bool own_cache, slot_caches;
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	own_cache = s.fwd.kv0.map != NULL;
+	slot_caches = s.slots[0].kv.map && s.slots[1].kv.map;
+	nb_sched_close(&s); /* before asserting: its threads must not outlive the test */
+	assert_false(own_cache);
+	assert_true(slot_caches);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -297,6 +314,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_frees_the_slot),
 		cmocka_unit_test(test_stop_string_and_length),
 		cmocka_unit_test(test_close_cancels_everything),
+		cmocka_unit_test(test_no_cache_beside_the_slots),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
