@@ -23,3 +23,19 @@ long nb_sys_resident_kib(void)
 		fclose(f);
 	return kib;
 }
+
+uint64_t nb_sys_mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	unsigned long long kb;
+	char line[128];
+	uint64_t avail = UINT64_MAX;
+
+	if (!f)
+		return avail;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			avail = (uint64_t)kb * 1024;
+	fclose(f);
+	return avail;
+}

@@ -5,6 +5,7 @@
 #include "kernels/kernels.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
+#include "runtime/base/sys.h"
 #include "runtime/model/matmul.h"
 #include "runtime/model/pool.h"
 
@@ -28,26 +29,9 @@ uint64_t nb_kv_bytes(const struct nb_hparams *hp, uint32_t max_ctx)
  * gives them: 2 MiB aligned, advised. */
 #define KV_ALIGN (2u << 20)
 
-/* MemAvailable of /proc/meminfo in bytes; UINT64_MAX if unknown. */
-static uint64_t mem_available(void)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	unsigned long long kb;
-	char line[128];
-	uint64_t avail = UINT64_MAX;
-
-	if (!f)
-		return avail;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-			avail = (uint64_t)kb * 1024;
-	fclose(f);
-	return avail;
-}
-
 static int kv_map(struct nb_kv *kv, uint64_t bytes)
 {
-	uint64_t avail = mem_available();
+	uint64_t avail = nb_sys_mem_available();
 	size_t len;
 	char *p;
 
