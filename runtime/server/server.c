@@ -33,6 +33,9 @@
 
 enum conn_state { C_READ, C_JOB, C_DRAIN };
 
+#define API_KEY_MAX 4096 /* bytes of the --api-key-file key */
+#define LINGER_S 2.0     /* seconds C_DRAIN reads what a refused client still sends */
+
 struct conn {
 	int fd;
 	bool tcp;
@@ -60,9 +63,9 @@ struct conn {
 struct server {
 	const struct nb_server_opts *o;
 	int ep, sfd, efd, unix_fd, tcp_fd;
-	char api_key[256];
+	char api_key[API_KEY_MAX + 1];
 	size_t api_key_len;
-	struct nb_llm llm;
+	const struct nb_llm *llm; /* the caller's (o->llm) */
 	struct nb_sched sched;
 	struct nb_chat_tmpl tmpl;
 	struct nb_openai_limits lim;
@@ -70,11 +73,12 @@ struct server {
 	char name_buf[128];
 	struct conn *conns;
 	struct conn *graveyard;   /* closed during this iteration */
-	uint32_t n_conns;
+	uint32_t n_conns, n_tcp;  /* open connections; each listener has max_conns */
 	bool stopping;
 	double stop_deadline;
-	/* The model loads on its own thread while the loop already answers
-	 * /health with "loading" and generation requests with 503. */
+	/* The slots' KV caches are set up on a thread of their own while the
+	 * loop already answers /health with "loading" and generation requests
+	 * with 503 (the model itself is open before the socket exists). */
 	pthread_t loader;
 	bool loader_running, loaded;
 	int load_fd, load_ret;
@@ -178,6 +182,20 @@ static void respond_error(struct server *s, struct conn *c, int status, const ch
 	nb_openai_buf_init(&b);
 	if (nb_openai_error_json(&b, status, msg, NULL, NULL) == 0)
 		respond(s, c, status, "application/json", b.data, b.len, extra);
+	else
+		respond(s, c, 500, "text/plain", "error\n", 6, NULL);
+	nb_openai_buf_free(&b);
+}
+
+/* An error with an OpenAI error code of its own. */
+static void refuse_json(struct server *s, struct conn *c, int status, const char *msg,
+			const char *code)
+{
+	struct nb_openai_buf b;
+
+	nb_openai_buf_init(&b);
+	if (nb_openai_error_json(&b, status, msg, NULL, code) == 0)
+		respond(s, c, status, "application/json", b.data, b.len, NULL);
 	else
 		respond(s, c, 500, "text/plain", "error\n", 6, NULL);
 	nb_openai_buf_free(&b);
@@ -351,27 +369,48 @@ static void send_models(struct server *s, struct conn *c)
 	nb_openai_buf_free(&b);
 }
 
-/* Prompt text -> token ids -> a job on the scheduler. */
+/* A job that could not start (enum of nb_sched_submit and struct
+ * nb_job's error) as the HTTP error the client gets. */
+static void refuse_job(struct server *s, struct conn *c, int err, uint32_t n_prompt)
+{
+	char msg[192];
+
+	switch (err) {
+	case -NB_EBUSY:
+		respond_error(s, c, 429, "the server is busy: every slot is taken and the queue is full",
+			      "Retry-After: 1\r\n");
+		break;
+	case -NB_ECANCELED:
+		respond_error(s, c, 503, "the server is shutting down", "Retry-After: 5\r\n");
+		break;
+	case -NB_ENOMEM:
+		respond_error(s, c, 503, "the server is out of memory for this prompt now: "
+			      "try again later, or send a shorter prompt", "Retry-After: 1\r\n");
+		break;
+	case -NB_ERANGE:
+		snprintf(msg, sizeof(msg), "the prompt is %u tokens; the context of this server "
+			 "holds %u (the prompt and at least one new token)", n_prompt, s->so.ctx);
+		refuse_json(s, c, 400, msg, "context_length_exceeded");
+		break;
+	case -NB_EINVAL:
+		respond_error(s, c, 400, "the prompt cannot be tokenized", NULL);
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "the prompt could not be prepared: %s", nb_strerror(err));
+		respond_error(s, c, 500, msg, NULL);
+	}
+}
+
+/* The prompt text becomes a job; the scheduler tokenizes it on a thread of
+ * its own (a long prompt would stall this loop), and the job's first news
+ * says whether that worked (on_job_news). */
 static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
 {
-	/* Worst case, byte fallback: a space becomes U+2581, three byte
-	 * tokens; plus BOS and the space prefix. */
-	size_t max = 3 * g->prompt_len + 8, n = 0;
-	int32_t *ids = malloc(max * sizeof(int32_t));
-	struct nb_job *j = NULL;
+	struct nb_job *j = nb_job_new_text(g->prompt, g->prompt_len, g->specials, g->n_specials);
 	int ret;
 
-	if (!ids)
+	if (!j)
 		return -NB_ENOMEM;
-	ret = nb_chat_encode(s->llm.tok, g->prompt, g->prompt_len, g->specials, g->n_specials, ids,
-			     max, &n);
-	if (!ret && n == 0)
-		ret = -NB_EINVAL;
-	if (!ret && !(j = nb_job_new(ids, (uint32_t)n)))
-		ret = -NB_ENOMEM;
-	free(ids);
-	if (ret)
-		return ret;
 	j->max_tokens = g->max_tokens ? g->max_tokens : s->sched.o.ctx;
 	j->sp = g->sp;
 	if (!g->seed_set)
@@ -382,7 +421,7 @@ static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
 		j->n_stop++;
 	}
 	if (g->end_of_turn)
-		j->stop_token = nb_chat_token_id(s->llm.tok, g->end_of_turn);
+		j->stop_token = nb_chat_token_id(s->llm->tok, g->end_of_turn);
 	j->owner = c;
 	ret = nb_sched_submit(&s->sched, j);
 	if (ret) {
@@ -390,7 +429,7 @@ static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
 		return ret;
 	}
 	c->job = j;
-	c->n_prompt = (uint32_t)n;
+	c->n_prompt = 0;
 	return 0;
 }
 
@@ -412,15 +451,8 @@ static void handle_generate(struct server *s, struct conn *c, const struct nb_ht
 		goto out;
 	}
 	ret = start_job(s, c, &g);
-	if (ret == -NB_EBUSY) {
-		respond_error(s, c, 429, "the server is busy: every slot is taken and the queue is full",
-			      "Retry-After: 1\r\n");
-	} else if (ret == -NB_ECANCELED) {
-		respond_error(s, c, 503, "the server is shutting down", "Retry-After: 5\r\n");
-	} else if (ret == -NB_ERANGE) {
-		respond_error(s, c, 400, "the prompt does not fit the context of this server", NULL);
-	} else if (ret) {
-		respond_error(s, c, 400, "the prompt cannot be tokenized", NULL);
+	if (ret) {
+		refuse_job(s, c, ret, 0);
 	} else {
 		c->state = C_JOB;
 		c->stream = g.stream;
@@ -523,6 +555,18 @@ static void on_readable(struct server *s, struct conn *c)
 }
 
 /* ---- job output -------------------------------------------------------- */
+
+/* The job's answer is queued: the connection waits for its next request. */
+static void end_request(struct conn *c)
+{
+	nb_job_unref(c->job);
+	c->job = NULL;
+	c->state = C_READ;
+	c->t_request = 0;
+	c->close_after = !c->keep_alive;
+	if (!c->close_after)
+		nb_http_reset_keep(&c->http);
+}
 
 static void stream_head(struct server *s, struct conn *c)
 {
@@ -627,6 +671,14 @@ static void on_job_news(struct server *s, struct conn *c)
 	size_t len;
 
 	f = nb_job_take(c->job, &text, &len, &n_gen);
+	c->n_prompt = c->job->n_prompt; /* tokenized by now */
+	if (f && c->job->error && !c->head_sent) {
+		free(text);
+		refuse_job(s, c, c->job->error, c->job->n_prompt);
+		end_request(c);
+		flush(s, c);
+		return;
+	}
 	nb_openai_buf_init(&ev);
 	if (c->stream && (len || f))
 		stream_head(s, c);
@@ -639,13 +691,7 @@ static void on_job_news(struct server *s, struct conn *c)
 	free(text);
 	if (f) {
 		c->stream ? finish_stream(s, c, f, n_gen) : finish_whole(s, c, f, n_gen);
-		nb_job_unref(c->job);
-		c->job = NULL;
-		c->state = C_READ;
-		c->t_request = 0;
-		c->close_after = !c->keep_alive;
-		if (!c->close_after)
-			nb_http_reset_keep(&c->http);
+		end_request(c);
 	}
 	flush(s, c);
 }
@@ -947,35 +993,32 @@ static void setup_template(struct server *s)
 	size_t len;
 
 	s->lim.tmpl = NULL;
-	if (nb_image_meta(&s->llm.img, "chat_template", &v, &len) == 0 &&
+	if (nb_image_meta(&s->llm->img, "chat_template", &v, &len) == 0 &&
 	    nb_chat_tmpl_detect(&s->tmpl, v, len) == 0)
 		s->lim.tmpl = &s->tmpl;
-	name = nb_image_meta(&s->llm.img, "name", &v, &len) == 0 ? v : "model";
+	name = nb_image_meta(&s->llm->img, "name", &v, &len) == 0 ? v : "model";
 	snprintf(s->name_buf, sizeof(s->name_buf), "%.*s", name == v ? (int)len : 5, name);
 	s->model_name = s->name_buf;
 }
 
-/* The loader thread: image, tokenizer, model, scheduler; then a word on load_fd. */
+/* The loader thread: the slots' KV caches (faulted in whole, which takes
+ * a while for large ones) and the threads; then a word on load_fd. */
 static void *load_main(void *arg)
 {
 	struct server *s = arg;
 	struct nb_sched_opts *so = &s->so;
 	const uint64_t one = 1;
 	struct nb_cpu cpu;
-	int ret = nb_llm_open(&s->llm, s->o->model, nb_image_default_flags());
+	int ret;
 
-	if (!ret) {
-		nb_openai_limits_default(&s->lim);
-		setup_template(s);
-		nb_cpu_detect(&cpu);
-		so->ctx = so->ctx ? so->ctx
-				  : (s->llm.model.hp.seq_len < 2048 ? s->llm.model.hp.seq_len : 2048);
-		so->threads = so->threads ? so->threads
-					  : (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus
-										      : CONFIG_MAX_THREADS);
-		s->lim.max_tokens = s->o->max_tokens ? s->o->max_tokens : so->ctx;
-		ret = nb_sched_open(&s->sched, &s->llm, so);
-	}
+	nb_openai_limits_default(&s->lim);
+	setup_template(s);
+	nb_cpu_detect(&cpu);
+	so->threads = so->threads ? so->threads
+				  : (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus
+									      : CONFIG_MAX_THREADS);
+	s->lim.max_tokens = s->o->max_tokens ? s->o->max_tokens : so->ctx;
+	ret = nb_sched_open(&s->sched, s->llm, so);
 	s->load_ret = ret;
 	if (write(s->load_fd, &one, sizeof(one)) < 0)
 		nb_err("serve: cannot signal the end of loading");
@@ -992,7 +1035,8 @@ static int loaded(struct server *s)
 	pthread_join(s->loader, NULL);
 	s->loader_running = false;
 	if (s->load_ret) {
-		nb_err("serve: cannot load %s: %s", s->o->model, nb_strerror(s->load_ret));
+		nb_err("serve: cannot set up %u slots of %u positions: %s", s->so.slots, s->so.ctx,
+		       nb_strerror(s->load_ret));
 		return s->load_ret;
 	}
 	s->loaded = true;
@@ -1010,17 +1054,13 @@ static int setup(struct server *s, const struct nb_server_opts *o)
 	s->so = o->sched;
 	s->ep = s->sfd = s->efd = s->load_fd = s->unix_fd = s->tcp_fd = -1;
 	s->created = (int64_t)time(NULL);
-	nb_llm_init(&s->llm);
+	s->llm = o->llm;
 	if (o->listen && !o->api_key_file) {
 		nb_err("serve: --listen needs --api-key-file (TCP clients must authenticate)");
 		return -NB_EINVAL;
 	}
 	if (o->api_key_file && (ret = read_api_key(s)))
 		return ret;
-	if (access(o->model, R_OK) != 0) {
-		nb_err("serve: %s: %s", o->model, strerror(errno));
-		return -NB_ENOENT;
-	}
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	s->load_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	s->so.notify_fd = s->efd;
@@ -1088,7 +1128,6 @@ static void teardown(struct server *s)
 		close(s->efd);
 	if (s->load_fd >= 0)
 		close(s->load_fd);
-	nb_llm_close(&s->llm);
 }
 
 int nb_server_run(const struct nb_server_opts *o)
