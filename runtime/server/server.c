@@ -44,7 +44,7 @@ struct conn {
 	char *inbuf;
 	struct nb_openai_buf out; /* bytes not yet written */
 	size_t out_off;
-	bool close_after;         /* close once out is written */
+	bool close_after;         /* close once out is written (C_DRAIN: only the sending side) */
 	bool want_out;            /* EPOLLOUT armed */
 	double t_active;          /* last byte in or out */
 	double t_request;         /* first byte of the current request */
@@ -140,6 +140,11 @@ static void flush(struct server *s, struct conn *c)
 	}
 	if (c->out_off == c->out.len) {
 		c->out.len = c->out_off = 0;
+		if (c->close_after && c->state == C_DRAIN) {
+			shutdown(c->fd, SHUT_WR);
+			arm(s, c, false);
+			return;
+		}
 		if (c->close_after) {
 			close_conn(s, c);
 			return;
@@ -243,6 +248,7 @@ static void close_conn(struct server *s, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->n_conns--;
+	s->n_tcp -= c->tcp;
 	c->next = s->graveyard;
 	s->graveyard = c;
 }
@@ -259,6 +265,36 @@ static void bury(struct server *s)
 	}
 }
 
+static bool gid_allowed(const struct nb_server_opts *o, gid_t gid)
+{
+	for (uint32_t i = 0; i < o->n_allow_gid; i++)
+		if (o->allow_gid[i] == gid)
+			return true;
+	return false;
+}
+
+/* The peer's supplementary groups as they were at connect()
+ * (SO_PEERGROUPS, Linux 4.13): --allow-gid admits a group's members, not
+ * only the processes whose primary group it is. */
+static bool peer_groups_allowed(const struct server *s, int fd)
+{
+	gid_t few[64], *g = few;
+	socklen_t len = sizeof(few);
+	bool ok = false;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0) {
+		if (errno != ERANGE || !(g = malloc(len)))
+			return false; /* an older kernel: primary groups only */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0)
+			len = 0;
+	}
+	for (size_t i = 0; !ok && i < len / sizeof(gid_t); i++)
+		ok = gid_allowed(s->o, g[i]);
+	if (g != few)
+		free(g);
+	return ok;
+}
+
 static bool peer_allowed(const struct server *s, int fd)
 {
 	const struct nb_server_opts *o = s->o;
@@ -272,12 +308,40 @@ static bool peer_allowed(const struct server *s, int fd)
 	for (uint32_t i = 0; i < o->n_allow_uid; i++)
 		if (o->allow_uid[i] == cr.uid)
 			return true;
-	for (uint32_t i = 0; i < o->n_allow_gid; i++)
-		if (o->allow_gid[i] == cr.gid)
-			return true;
+	if (gid_allowed(o, cr.gid) || (o->n_allow_gid && peer_groups_allowed(s, fd)))
+		return true;
 	nb_warn("serve: refused a client with uid %u gid %u (not in the allowlist)",
 		(unsigned)cr.uid, (unsigned)cr.gid);
 	return false;
+}
+
+/* Local clients always get in: TCP clients, even unauthenticated ones,
+ * fill only their own max_conns. */
+static bool room_for(const struct server *s, bool tcp)
+{
+	return (tcp ? s->n_tcp : s->n_conns - s->n_tcp) < s->o->max_conns;
+}
+
+/* The request buffer (up to --max-body) exists while a request arrives:
+ * idle connections hold none (free_idle_buffers). */
+static int want_inbuf(struct server *s, struct conn *c)
+{
+	size_t cap = nb_http_bufsize(&s->o->http);
+
+	if (c->inbuf)
+		return 0;
+	c->inbuf = malloc(cap);
+	if (!c->inbuf)
+		return -NB_ENOMEM;
+	nb_http_parser_init(&c->http, &s->o->http, c->inbuf, cap);
+	return 0;
+}
+
+static void free_inbuf(struct server *s, struct conn *c)
+{
+	free(c->inbuf);
+	c->inbuf = NULL;
+	nb_http_parser_init(&c->http, &s->o->http, NULL, 0);
 }
 
 static void accept_conns(struct server *s, int lfd, bool tcp)
@@ -289,11 +353,9 @@ static void accept_conns(struct server *s, int lfd, bool tcp)
 
 		if (fd < 0)
 			return; /* EAGAIN, or a client that left already */
-		if (s->stopping || s->n_conns >= s->o->max_conns || (!tcp && !peer_allowed(s, fd)) ||
-		    !(c = calloc(1, sizeof(*c))) ||
-		    !(c->inbuf = malloc(nb_http_bufsize(&s->o->http)))) {
+		if (s->stopping || !room_for(s, tcp) || (!tcp && !peer_allowed(s, fd)) ||
+		    !(c = calloc(1, sizeof(*c)))) {
 			atomic_fetch_add_explicit(&s->conns_refused, 1, memory_order_relaxed);
-			free(c);
 			close(fd);
 			continue;
 		}
@@ -302,11 +364,10 @@ static void accept_conns(struct server *s, int lfd, bool tcp)
 		c->fd = fd;
 		c->tcp = tcp;
 		c->t_active = nb_sys_now();
-		nb_http_parser_init(&c->http, &s->o->http, c->inbuf, nb_http_bufsize(&s->o->http));
+		nb_http_parser_init(&c->http, &s->o->http, NULL, 0);
 		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
 		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
 			close(fd);
-			free(c->inbuf);
 			free(c);
 			continue;
 		}
@@ -315,6 +376,7 @@ static void accept_conns(struct server *s, int lfd, bool tcp)
 			s->conns->prev = c;
 		s->conns = c;
 		s->n_conns++;
+		s->n_tcp += tcp;
 		atomic_fetch_add_explicit(&s->conns_total, 1, memory_order_relaxed);
 	}
 }
@@ -476,6 +538,7 @@ static void handle_request(struct server *s, struct conn *c)
 	c->keep_alive = r->keep_alive && !s->stopping;
 	c->http10 = r->version == 10;
 	if (!authorized(s, c, r)) {
+		c->keep_alive = false;
 		respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
 			      "WWW-Authenticate: Bearer\r\n");
 	} else if (path_is(r, "/health")) {
@@ -499,9 +562,65 @@ static void handle_request(struct server *s, struct conn *c)
 	}
 }
 
+/* An answer that ends the connection while the client may still be
+ * sending (a body after a 401): closing at once would reset the
+ * connection, which can destroy the answer before the client reads it.
+ * So input is read and dropped, the sending side closed once the answer
+ * is out (flush), and the connection closed at the client's end or after
+ * LINGER_S. */
+static void start_drain(struct server *s, struct conn *c)
+{
+	c->state = C_DRAIN;
+	c->close_after = true;
+	c->t_active = nb_sys_now();
+	free_inbuf(s, c);
+}
+
+/* The key is checked as soon as the head is there, before a body is
+ * buffered; a refused client is answered and then disconnected, so that
+ * it holds neither memory nor one of the connections. */
+static bool refused_early(struct server *s, struct conn *c, int parsed)
+{
+	if (!c->tcp || !nb_http_head_done(&c->http) || authorized(s, c, &c->http.req))
+		return false;
+	c->keep_alive = false;
+	c->http10 = c->http.req.version == 10;
+	respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
+		      "WWW-Authenticate: Bearer\r\n");
+	if (parsed != NB_HTTP_DONE) /* a body is on its way */
+		start_drain(s, c);
+	flush(s, c);
+	return true;
+}
+
+static void drain_input(struct server *s, struct conn *c)
+{
+	char sink[4096];
+
+	for (int i = 0; i < 16; i++) { /* then the next epoll round */
+		ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			close_conn(s, c);
+			return;
+		}
+	}
+}
+
 /* Parses what arrived; answers complete requests (several if pipelined). */
 static void on_readable(struct server *s, struct conn *c)
 {
+	if (c->state == C_DRAIN) {
+		drain_input(s, c);
+		return;
+	}
+	if (want_inbuf(s, c)) {
+		close_conn(s, c);
+		return;
+	}
 	for (;;) {
 		size_t room;
 		char *space = nb_http_space(&c->http, &room);
@@ -527,6 +646,8 @@ static void on_readable(struct server *s, struct conn *c)
 				c->t_request = c->t_active;
 		}
 		ret = nb_http_commit(&c->http, (size_t)n);
+		if (ret >= 0 && refused_early(s, c, ret))
+			return;
 		if (nb_http_take_continue(&c->http))
 			nb_openai_buf_append(&c->out, NB_HTTP_CONTINUE, strlen(NB_HTTP_CONTINUE));
 		if (ret < 0) {
@@ -740,14 +861,29 @@ static void handle_conn_event(struct server *s, struct conn *c, uint32_t events)
 
 /* ---- timers and shutdown ------------------------------------------------ */
 
+/* A connection between requests keeps no buffers: a body of up to
+ * --max-body, an answer, a whole text. */
+static void free_idle_buffers(struct server *s, struct conn *c)
+{
+	if (c->inbuf && c->http.fill == 0)
+		free_inbuf(s, c);
+	if (c->out.len == 0)
+		nb_openai_buf_free(&c->out);
+	nb_openai_buf_free(&c->text);
+}
+
 static void check_timeouts(struct server *s)
 {
 	double t = nb_sys_now();
 
 	for (struct conn *c = s->conns, *n; c; c = n) {
 		n = c->next;
+		if (c->state == C_DRAIN && t - c->t_active > LINGER_S)
+			close_conn(s, c);
 		if (c->state != C_READ)
 			continue;
+		if (!c->t_request && !c->close_after)
+			free_idle_buffers(s, c);
 		if (c->t_request && t - c->t_request > s->o->read_timeout) {
 			/* a client too slow to send one request: 408 and close */
 			c->keep_alive = false;
@@ -877,18 +1013,85 @@ static void send_metrics(struct server *s, struct conn *c)
 
 /* ---- set-up --------------------------------------------------------------- */
 
+/* --group's id, (gid_t)-1 without one. */
+static int socket_group(const struct nb_server_opts *o, gid_t *gid)
+{
+	const struct group *g;
+
+	*gid = (gid_t)-1;
+	if (!o->group)
+		return 0;
+	errno = 0;
+	g = getgrnam(o->group);
+	if (!g) {
+		if (errno)
+			nb_err("serve: --group %s: %s", o->group, strerror(errno));
+		else
+			nb_err("serve: --group %s: there is no such group (groupadd --system %s "
+			       "creates it)", o->group, o->group);
+		return -NB_ENOENT;
+	}
+	*gid = g->gr_gid;
+	return 0;
+}
+
+/* The socket's directory must exist. Run as root, nibble creates a
+ * missing one (its parent must exist), as systemd's RuntimeDirectory=
+ * does for the service: 0750 with the socket's group when only that group
+ * may connect, else 0755. */
+static int socket_dir(const struct nb_server_opts *o, gid_t gid)
+{
+	const char *slash = strrchr(o->socket_path, '/');
+	mode_t mode = gid != (gid_t)-1 && !(o->mode & 0007) ? 0750 : 0755;
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct stat st;
+
+	if (!slash || slash == o->socket_path)
+		return 0;
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - o->socket_path), o->socket_path);
+	if (stat(dir, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		nb_err("serve: %s, the socket's directory, is not a directory", dir);
+		return -NB_EINVAL;
+	}
+	if (errno != ENOENT) {
+		nb_err("serve: the socket's directory %s: %s", dir, strerror(errno));
+		return -NB_EIO;
+	}
+	if (geteuid() != 0) {
+		nb_err("serve: the socket's directory %s does not exist: create it first (run as "
+		       "root, nibble serve creates it)", dir);
+		return -NB_ENOENT;
+	}
+	if (mkdir(dir, mode) != 0 || chmod(dir, mode) != 0 ||
+	    (gid != (gid_t)-1 && chown(dir, (uid_t)-1, gid) != 0)) {
+		nb_err("serve: cannot create the socket's directory %s: %s", dir, strerror(errno));
+		return -NB_EIO;
+	}
+	nb_info("serve: created %s (mode %04o%s%s)", dir, (unsigned)mode,
+		gid != (gid_t)-1 ? ", group " : "", gid != (gid_t)-1 ? o->group : "");
+	return 0;
+}
+
 static int listen_unix(struct server *s)
 {
 	const struct nb_server_opts *o = s->o;
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	struct stat st;
-	int fd;
+	gid_t gid;
+	int fd, ret;
 
 	if (strlen(o->socket_path) >= sizeof(a.sun_path)) {
 		nb_err("serve: socket path too long: %s", o->socket_path);
 		return -NB_EINVAL;
 	}
 	strcpy(a.sun_path, o->socket_path);
+	ret = socket_group(o, &gid);
+	if (!ret)
+		ret = socket_dir(o, gid);
+	if (ret)
+		return ret;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -NB_EIO;
@@ -906,20 +1109,18 @@ static int listen_unix(struct server *s)
 		unlink(o->socket_path);
 	}
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 128) != 0) {
-		nb_err("serve: %s: %s", o->socket_path, strerror(errno));
+		nb_err("serve: cannot create the socket %s: %s", o->socket_path, strerror(errno));
 		close(fd);
 		return -NB_EIO;
 	}
-	if (chmod(o->socket_path, o->mode) != 0)
+	if (chmod(o->socket_path, o->mode & 0777) != 0)
 		nb_warn("serve: chmod %s: %s", o->socket_path, strerror(errno));
-	if (o->group) {
-		struct group *g = getgrnam(o->group);
-		if (!g || chown(o->socket_path, (uid_t)-1, g->gr_gid) != 0) {
-			nb_err("serve: cannot give %s to group '%s'", o->socket_path, o->group);
-			close(fd);
-			unlink(o->socket_path);
-			return -NB_EINVAL;
-		}
+	if (gid != (gid_t)-1 && chown(o->socket_path, (uid_t)-1, gid) != 0) {
+		nb_err("serve: cannot give %s to group %s: %s", o->socket_path, o->group,
+		       strerror(errno));
+		close(fd);
+		unlink(o->socket_path);
+		return -NB_EPERM;
 	}
 	s->unix_fd = fd;
 	return 0;
@@ -959,22 +1160,53 @@ static int listen_tcp(struct server *s)
 	return 0;
 }
 
+/* The characters of a Bearer token (RFC 6750 token68): a key with any
+ * other could never be sent, so it is refused here. */
+static size_t bad_key_char(const char *k, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && (((k[i] | 32) >= 'a' && (k[i] | 32) <= 'z') || (k[i] >= '0' && k[i] <= '9') ||
+			 (k[i] && strchr("-._~+/", k[i]))))
+		i++;
+	while (i < n && k[i] == '=')
+		i++;
+	return i;
+}
+
 static int read_api_key(struct server *s)
 {
-	FILE *f = fopen(s->o->api_key_file, "r");
-	size_t n;
+	const char *path = s->o->api_key_file;
+	FILE *f = fopen(path, "r");
+	struct stat st;
+	size_t n, bad;
+	bool more;
 
 	if (!f) {
-		nb_err("serve: --api-key-file %s: %s", s->o->api_key_file, strerror(errno));
+		nb_err("serve: --api-key-file %s: %s", path, strerror(errno));
 		return -NB_ENOENT;
 	}
-	n = fread(s->api_key, 1, sizeof(s->api_key) - 1, f);
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
+		nb_warn("serve: %s can be read by every user of this machine (chmod 600 it)", path);
+	n = fread(s->api_key, 1, sizeof(s->api_key), f);
+	more = fgetc(f) != EOF;
 	fclose(f);
-	while (n && (s->api_key[n - 1] == '\n' || s->api_key[n - 1] == '\r' || s->api_key[n - 1] == ' '))
+	while (n && s->api_key[n - 1] && strchr("\n\r \t", s->api_key[n - 1]))
 		n--;
+	if (n > API_KEY_MAX || more) {
+		nb_err("serve: the API key in %s is longer than %d bytes", path, API_KEY_MAX);
+		return -NB_EFORMAT;
+	}
 	s->api_key[n] = '\0';
+	bad = bad_key_char(s->api_key, n);
+	if (bad < n) {
+		nb_err("serve: the API key in %s has a character a Bearer token cannot carry "
+		       "(byte %zu, 0x%02x): use letters, digits and -._~+/ (= at the end)", path,
+		       bad + 1, (unsigned char)s->api_key[bad]);
+		return -NB_EFORMAT;
+	}
 	if (n < 16) {
-		nb_err("serve: the API key in %s is shorter than 16 characters", s->o->api_key_file);
+		nb_err("serve: the API key in %s is shorter than 16 characters", path);
 		return -NB_EINVAL;
 	}
 	s->api_key_len = n;
