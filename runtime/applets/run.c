@@ -251,47 +251,6 @@ static int encode_prompt(struct nb_llm *l, const struct run_opts *o, int32_t **i
 	return ret;
 }
 
-/* The context (its KV cache is faulted in whole at start). --ctx: at most
- * the model's, and its cache must fit the memory available. Default: the
- * model's, at most RUN_DEFAULT_CTX as serve's, cut to what half the memory
- * left beside the image takes (a corrupt or long-context seq_len must not
- * map gigabytes nobody asked for). */
-#define RUN_DEFAULT_CTX 2048u
-
-static int choose_ctx(const struct nb_llm *l, uint32_t *ctx)
-{
-	const struct nb_hparams *hp = &l->img.hp;
-	const uint64_t avail = nb_sys_mem_available(), per_pos = nb_kv_bytes(hp, 1);
-	uint64_t budget = avail > l->img.map_size ? (avail - l->img.map_size) / 2 : 0;
-	uint32_t c = hp->seq_len < RUN_DEFAULT_CTX ? hp->seq_len : RUN_DEFAULT_CTX;
-
-	if (*ctx > hp->seq_len) {
-		nb_err("run: --ctx %u exceeds the model's context of %u", *ctx, hp->seq_len);
-		return -NB_ERANGE;
-	}
-	if (*ctx && nb_kv_bytes(hp, *ctx) > avail) {
-		nb_err("run: --ctx %u needs a KV cache of %.1f MB, %.1f MB of memory available", *ctx,
-		       nb_kv_bytes(hp, *ctx) / 1e6, avail / 1e6);
-		return -NB_ENOMEM;
-	}
-	if (*ctx)
-		return 0;
-	if (budget / per_pos < c) {
-		c = (uint32_t)(budget / per_pos);
-		if (c == 0) {
-			nb_err("run: no memory for a KV cache (%.1f MB available)", avail / 1e6);
-			return -NB_ENOMEM;
-		}
-		nb_warn("run: context cut to %u of the model's %u positions: its KV cache fits half "
-			"the %.1f MB of memory available (--ctx sets it)", c, hp->seq_len, avail / 1e6);
-	} else if (c < hp->seq_len) {
-		nb_info("run: context of %u of the model's %u positions (--ctx sets it)", c,
-			hp->seq_len);
-	}
-	*ctx = c;
-	return 0;
-}
-
 /* llama.cpp's defaults, which suit small story models too: temperature,
  * top-k, top-p and min-p on; the repetition penalty off (1), so that
  * --temp 0 is the plain argmax, as in the server and llama.cpp. A fresh
@@ -334,6 +293,7 @@ static int run_main(int argc, char **argv)
 	char *stdin_prompt = NULL;
 	int32_t *ids = NULL;
 	double t0;
+	bool usage = false;
 	int ret;
 
 	set_default_sampling(&o.sp);
@@ -355,7 +315,8 @@ static int run_main(int argc, char **argv)
 	ret = encode_prompt(&l, &o, &ids, &st.n_prompt);
 	if (ret)
 		goto out;
-	ret = choose_ctx(&l, &o.ctx);
+	ret = nb_llm_context(&l, "run", o.ctx, 1, nb_sys_mem_available(), &o.ctx);
+	usage = ret == -NB_EINVAL; /* --ctx beyond the model's context */
 	if (ret)
 		goto out;
 	if (st.n_prompt >= o.ctx) {
@@ -383,7 +344,7 @@ out:
 	nb_llm_close(&l);
 	free(ids);
 	free(stdin_prompt);
-	return ret ? NB_EXIT_FAIL : NB_EXIT_OK;
+	return usage ? NB_EXIT_USAGE : ret ? NB_EXIT_FAIL : NB_EXIT_OK;
 out_free:
 	free(stdin_prompt);
 	return NB_EXIT_FAIL;

@@ -2,6 +2,8 @@
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
+#include "runtime/base/sys.h"
+#include "runtime/model/llm.h"
 #include "runtime/server/server.h"
 
 #include <getopt.h>
@@ -11,50 +13,65 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_num(const char *s, const char *what, double min, double max, double *out)
+/* A whole-number option into a 32-bit field. */
+static int arg_u32(const char *option, const char *s, unsigned long long min,
+		   unsigned long long max, uint32_t *out)
 {
-	char *end;
-	double v = strtod(s, &end);
+	unsigned long long v;
+	int ret = nb_arg_uint("serve", option, s, min, max, &v);
 
-	if (*s == '\0' || *end != '\0' || !(v >= min && v <= max)) {
-		nb_err("serve: %s: '%s' is not a number in %g..%g", what, s, min, max);
+	if (!ret)
+		*out = (uint32_t)v;
+	return ret;
+}
+
+/* A user or group by name, else by number: 0..2^32-2, as (uid_t)-1 is no
+ * id but the kernel's "unchanged". */
+static int parse_id(const char *option, const char *s, bool user, uint32_t *out)
+{
+	const struct passwd *pw = user ? getpwnam(s) : NULL;
+	const struct group *gr = user ? NULL : getgrnam(s);
+	unsigned long long v;
+
+	if (pw || gr) {
+		*out = pw ? pw->pw_uid : gr->gr_gid;
+		return 0;
+	}
+	if (*s < '0' || *s > '9') {
+		nb_usage_error("serve", "%s: no %s named '%s'", option, user ? "user" : "group", s);
 		return -NB_EINVAL;
 	}
-	*out = v;
+	if (nb_arg_uint("serve", option, s, 0, UINT32_MAX - 1, &v))
+		return -NB_EINVAL;
+	*out = (uint32_t)v;
 	return 0;
 }
 
 static int add_uid(struct nb_server_opts *o, const char *s)
 {
-	struct passwd *pw = getpwnam(s);
-	char *end;
-	unsigned long v = strtoul(s, &end, 10);
+	uint32_t id;
 
-	if (o->n_allow_uid == NB_SERVER_MAX_ALLOW)
+	if (o->n_allow_uid == NB_SERVER_MAX_ALLOW) {
+		nb_usage_error("serve", "--allow-uid: at most %d of them", NB_SERVER_MAX_ALLOW);
 		return -NB_EINVAL;
-	if (pw)
-		o->allow_uid[o->n_allow_uid++] = pw->pw_uid;
-	else if (*s && !*end)
-		o->allow_uid[o->n_allow_uid++] = (uid_t)v;
-	else
+	}
+	if (parse_id("--allow-uid", s, true, &id))
 		return -NB_EINVAL;
+	o->allow_uid[o->n_allow_uid++] = (uid_t)id;
 	return 0;
 }
 
 static int add_gid(struct nb_server_opts *o, const char *s)
 {
-	struct group *gr = getgrnam(s);
-	char *end;
-	unsigned long v = strtoul(s, &end, 10);
+	uint32_t id;
 
-	if (o->n_allow_gid == NB_SERVER_MAX_ALLOW)
+	if (o->n_allow_gid == NB_SERVER_MAX_ALLOW) {
+		nb_usage_error("serve", "--allow-gid: at most %d of them", NB_SERVER_MAX_ALLOW);
 		return -NB_EINVAL;
-	if (gr)
-		o->allow_gid[o->n_allow_gid++] = gr->gr_gid;
-	else if (*s && !*end)
-		o->allow_gid[o->n_allow_gid++] = (gid_t)v;
-	else
+	}
+	if (parse_id("--allow-gid", s, false, &id))
 		return -NB_EINVAL;
+	o->allow_gid[o->n_allow_gid++] = (gid_t)id;
 	return 0;
 }
 
@@ -63,29 +80,32 @@ enum { O_GROUP = 256, O_MODE, O_ALLOW_UID, O_ALLOW_GID, O_LISTEN, O_KEY, O_SLOTS
 
 static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 {
-	double v;
+	unsigned long long v;
 	int ret = 0;
 
 	switch (c) {
 	case 'm': o->model = arg; break;
 	case 's': o->socket_path = arg; break;
 	case O_GROUP: o->group = arg; break;
-	case O_MODE: o->mode = (unsigned)strtoul(arg, NULL, 8); break;
+	case O_MODE: ret = nb_arg_mode("serve", "--mode", arg, &o->mode); break;
 	case O_ALLOW_UID: ret = add_uid(o, arg); break;
 	case O_ALLOW_GID: ret = add_gid(o, arg); break;
 	case O_LISTEN: o->listen = arg; break;
 	case O_KEY: o->api_key_file = arg; break;
-	case 't': ret = parse_num(arg, "--threads", 1, CONFIG_MAX_THREADS, &v); o->sched.threads = (uint32_t)v; break;
-	case O_SLOTS: ret = parse_num(arg, "--slots", 1, 256, &v); o->sched.slots = (uint32_t)v; break;
-	case O_CTX: ret = parse_num(arg, "--ctx", 1, 1 << 20, &v); o->sched.ctx = (uint32_t)v; break;
-	case O_QUEUE: ret = parse_num(arg, "--queue", 1, 4096, &v); o->sched.queue = (uint32_t)v; break;
-	case O_CHUNK: ret = parse_num(arg, "--chunk", 1, 4096, &v); o->sched.chunk = (uint32_t)v; break;
-	case O_CONNS: ret = parse_num(arg, "--max-conns", 1, 65536, &v); o->max_conns = (uint32_t)v; break;
-	case O_IDLE: ret = parse_num(arg, "--idle-timeout", 0.1, 86400, &o->idle_timeout); break;
-	case O_READ: ret = parse_num(arg, "--read-timeout", 0.1, 3600, &o->read_timeout); break;
-	case O_GRACE: ret = parse_num(arg, "--grace", 0, 3600, &o->grace); break;
-	case O_MAXBODY: ret = parse_num(arg, "--max-body", 1024, 1 << 30, &v); o->http.max_body_bytes = (size_t)v; break;
-	case O_MAXTOK: ret = parse_num(arg, "--max-tokens", 1, 1 << 20, &v); o->max_tokens = (uint32_t)v; break;
+	case 't': ret = arg_u32("--threads", arg, 1, CONFIG_MAX_THREADS, &o->sched.threads); break;
+	case O_SLOTS: ret = arg_u32("--slots", arg, 1, 256, &o->sched.slots); break;
+	case O_CTX: ret = arg_u32("--ctx", arg, 1, 1 << 20, &o->sched.ctx); break;
+	case O_QUEUE: ret = arg_u32("--queue", arg, 1, 4096, &o->sched.queue); break;
+	case O_CHUNK: ret = arg_u32("--chunk", arg, 1, 4096, &o->sched.chunk); break;
+	case O_CONNS: ret = arg_u32("--max-conns", arg, 1, 65536, &o->max_conns); break;
+	case O_IDLE: ret = nb_arg_float("serve", "--idle-timeout", arg, 0.1, 86400, &o->idle_timeout); break;
+	case O_READ: ret = nb_arg_float("serve", "--read-timeout", arg, 0.1, 3600, &o->read_timeout); break;
+	case O_GRACE: ret = nb_arg_float("serve", "--grace", arg, 0, 3600, &o->grace); break;
+	case O_MAXBODY:
+		ret = nb_arg_uint("serve", "--max-body", arg, 1024, 1 << 30, &v);
+		o->http.max_body_bytes = ret ? o->http.max_body_bytes : (size_t)v;
+		break;
+	case O_MAXTOK: ret = arg_u32("--max-tokens", arg, 1, 1 << 20, &o->max_tokens); break;
 	default: ret = -NB_EINVAL;
 	}
 	return ret;
@@ -124,6 +144,25 @@ static int check_listen(const char *spec, const char *key_file)
 	return 0;
 }
 
+/* The model and its context, before any socket exists: a wrong path or
+ * --ctx is reported as what it is and leaves nothing behind. Returns an
+ * exit status. */
+static int open_model(struct nb_server_opts *o, struct nb_llm *llm)
+{
+	int ret = nb_llm_open(llm, o->model, nb_image_default_flags());
+
+	if (ret) /* the image's message names the path and the cause */
+		return NB_EXIT_FAIL;
+	ret = nb_llm_context(llm, "serve", o->sched.ctx, o->sched.slots, nb_sys_mem_available(),
+			     &o->sched.ctx);
+	if (ret) {
+		nb_llm_close(llm);
+		return ret == -NB_EINVAL ? NB_EXIT_USAGE : NB_EXIT_FAIL;
+	}
+	o->llm = llm;
+	return NB_EXIT_OK;
+}
+
 static int serve_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -143,7 +182,8 @@ static int serve_main(int argc, char **argv)
 		{ "max-tokens", required_argument, NULL, O_MAXTOK }, { NULL, 0, NULL, 0 },
 	};
 	struct nb_server_opts o;
-	int c;
+	struct nb_llm llm;
+	int c, ret;
 
 	nb_server_opts_default(&o);
 	while ((c = nb_getopt("serve", argc, argv, "m:s:t:", opts)) != -1)
@@ -155,7 +195,12 @@ static int serve_main(int argc, char **argv)
 		return nb_usage_error("serve", "no model (-m MODEL.nib)");
 	if (o.listen && check_listen(o.listen, o.api_key_file))
 		return NB_EXIT_USAGE;
-	return nb_server_run(&o) ? NB_EXIT_FAIL : NB_EXIT_OK;
+	ret = open_model(&o, &llm);
+	if (ret)
+		return ret;
+	ret = nb_server_run(&o) ? NB_EXIT_FAIL : NB_EXIT_OK;
+	nb_llm_close(&llm);
+	return ret;
 }
 
 const struct nb_applet nb_applet_serve = {
@@ -169,19 +214,23 @@ const struct nb_applet nb_applet_serve = {
 		 "stops accepting, lets running requests finish for --grace seconds, cancels\n"
 		 "the rest with an error, and removes the socket.\n\n"
 		 "  -m, --model FILE          model image\n"
-		 "  -s, --socket PATH         AF_UNIX socket (" CONFIG_SERVER_SOCKET ")\n"
-		 "      --group NAME          group owning the socket\n"
-		 "      --mode OCTAL          socket permissions (0660)\n"
+		 "  -s, --socket PATH         AF_UNIX socket (" CONFIG_SERVER_SOCKET "); as root,\n"
+		 "                            a missing directory of it is created\n"
+		 "      --group NAME          group owning the socket (must exist)\n"
+		 "      --mode OCTAL          socket permissions, 0..0777 (0660)\n"
 		 "      --allow-uid U         only these users may connect (repeatable)\n"
-		 "      --allow-gid G         only these groups may connect (repeatable)\n"
+		 "      --allow-gid G         only members of these groups, primary or\n"
+		 "                            supplementary, may connect (repeatable)\n"
 		 "      --listen HOST:PORT    also listen on TCP (requires --api-key-file)\n"
-		 "      --api-key-file FILE   bearer key TCP clients must send (16+ chars)\n"
+		 "      --api-key-file FILE   bearer key TCP clients must send: 16..4096 of\n"
+		 "                            A-Z a-z 0-9 -._~+/ (= at the end)\n"
 		 "  -t, --threads N           inference threads (the CPUs)\n"
 		 "      --slots N             concurrent sequences\n"
-		 "      --ctx N               context per sequence (model's, at most 2048)\n"
+		 "      --ctx N               context per sequence, at most the model's (the\n"
+		 "                            model's, at most 2048 and what memory allows)\n"
 		 "      --queue N             requests waiting for a slot; beyond: 429\n"
 		 "      --chunk N             prompt tokens per batching step (32)\n"
-		 "      --max-conns N         open connections (256)\n"
+		 "      --max-conns N         open connections, local and TCP each (256)\n"
 		 "      --idle-timeout S      keep-alive idle seconds (60)\n"
 		 "      --read-timeout S      seconds to receive a request (10), then 408\n"
 		 "      --grace S             seconds to finish on SIGTERM (5)\n"

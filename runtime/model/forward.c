@@ -177,6 +177,11 @@ static int check_rows(const struct nb_fwd *f, uint32_t n, const int32_t *tokens,
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		const struct nb_kv *c = kv[i];
+		if (!c->k) {
+			nb_err("forward: row %u names no KV cache and this context has none "
+			       "of its own (no_kv0)", i);
+			return -NB_EINVAL;
+		}
 		if (tokens[i] < 0 || (uint32_t)tokens[i] >= f->m->hp.vocab_size) {
 			nb_err("forward: token %d outside the vocabulary 0..%u", (int)tokens[i],
 			       f->m->hp.vocab_size - 1);
@@ -299,6 +304,10 @@ int nb_fwd_prompt(struct nb_fwd *f, const int32_t *tokens, size_t n, uint32_t po
 		nb_err("forward: context not open");
 		return -NB_EINVAL;
 	}
+	if (!f->kv0.k) {
+		nb_err("forward: this context has no KV cache of its own (no_kv0)");
+		return -NB_EINVAL;
+	}
 	if (n == 0) {
 		nb_err("forward: empty prompt");
 		return -NB_EINVAL;
@@ -415,6 +424,11 @@ int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb
 		nb_err("forward: model not bound");
 		return -NB_EINVAL;
 	}
+	if (o->max_ctx == 0 || o->max_ctx > m->hp.seq_len) {
+		nb_err("forward: context %u outside 1..%u (the model's seq_len)", o->max_ctx,
+		       m->hp.seq_len);
+		return -NB_ERANGE;
+	}
 	f->m = m;
 	f->pool = o->pool;
 	f->n_threads = o->pool && nb_pool_size(o->pool) ? nb_pool_size(o->pool) : 1;
@@ -422,7 +436,7 @@ int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb
 	f->max_ctx = o->max_ctx;
 	nb_cpu_detect(&cpu);
 	f->kern = o->kernels ? o->kernels : nb_kernels_select(&cpu, NULL);
-	err = nb_kv_open(&f->kv0, m, o->max_ctx);
+	err = o->no_kv0 ? 0 : nb_kv_open(&f->kv0, m, o->max_ctx);
 	if (err)
 		goto fail;
 	lo = plan(&m->hp, f, &off);

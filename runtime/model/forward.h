@@ -14,6 +14,7 @@
 #include "runtime/model/model.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,8 @@ struct nb_fwd_opts {
 	uint32_t max_batch; /* rows per nb_fwd_batch call; 0 = 64 */
 	struct nb_pool *pool;             /* NULL: the calling thread only */
 	const struct nb_kernels *kernels; /* NULL: the best this CPU runs */
+	bool no_kv0;        /* every row brings its own cache: no kv0 (nb_fwd_token and
+			     * nb_fwd_prompt then fail with -NB_EINVAL) */
 };
 
 /* Scratch for batches of up to max_batch rows, allocated once by
@@ -40,7 +43,7 @@ struct nb_fwd {
 	const struct nb_kernels *kern;
 	struct nb_pool *pool;
 	uint32_t max_ctx, max_batch, n_threads;
-	struct nb_kv kv0;   /* the sequence of nb_fwd_token / nb_fwd_prompt */
+	struct nb_kv kv0;   /* the sequence of nb_fwd_token / nb_fwd_prompt (unless no_kv0) */
 	float *x;           /* [max_batch][dim] residual stream */
 	float *xb;          /* [max_batch][max(dim, q_dim)] normed input, attention output */
 	float *xb2;         /* [max_batch][dim] projection output before the residual add */
@@ -73,7 +76,8 @@ int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb
 void nb_fwd_close(struct nb_fwd *f);
 
 /* Runs n <= max_batch tokens: row i is token tokens[i] at position pos[i]
- * of the sequence kv[i] (kv NULL, or kv[i] NULL: the context's kv0). A
+ * of the sequence kv[i] (kv NULL, or kv[i] NULL: the context's kv0;
+ * -NB_EINVAL if it was opened with no_kv0). A
  * sequence's cache must hold its positions < pos[i], from earlier calls or
  * earlier rows of this one. Logits are computed for the rows with want[i]
  * != 0 (want NULL: the last row only) and *logits points to them as

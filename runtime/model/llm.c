@@ -1,6 +1,8 @@
 #include "runtime/model/llm.h"
+#include "runtime/base/args.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
+#include "runtime/model/kv.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +62,69 @@ void nb_llm_close(struct nb_llm *l)
 	nb_tok_close(l->tok);
 	l->tok = NULL;
 	nb_image_close(&l->img);
+}
+
+static int explicit_context(const struct nb_llm *l, const char *applet, uint32_t requested,
+			    uint32_t n_seqs, uint64_t mem_avail)
+{
+	const struct nb_hparams *hp = &l->model.hp;
+	uint64_t need = n_seqs * nb_kv_bytes(hp, requested);
+
+	if (requested > hp->seq_len) {
+		nb_usage_error(applet, "--ctx %u: this model's context is at most %u positions",
+			       requested, hp->seq_len);
+		return -NB_EINVAL;
+	}
+	if (need > mem_avail) {
+		nb_err("%s: --ctx %u: %u KV cache%s of %.1f MB %s not fit the %.1f MB of memory "
+		       "available", applet, requested, n_seqs, n_seqs > 1 ? "s" : "",
+		       nb_kv_bytes(hp, requested) / 1e6, n_seqs > 1 ? "do" : "does", mem_avail / 1e6);
+		return -NB_ENOMEM;
+	}
+	nb_info("%s: context %u positions a sequence (--ctx), %.1f MB of KV cache each", applet,
+		requested, nb_kv_bytes(hp, requested) / 1e6);
+	return 0;
+}
+
+int nb_llm_context(const struct nb_llm *l, const char *applet, uint32_t requested,
+		   uint32_t n_seqs, uint64_t mem_avail, uint32_t *ctx)
+{
+	const struct nb_hparams *hp = &l->model.hp;
+	const uint64_t weights = l->img.map_size, per_pos = n_seqs * nb_kv_bytes(hp, 1);
+	uint64_t budget = mem_avail == UINT64_MAX ? UINT64_MAX
+			  : mem_avail > weights ? (mem_avail - weights) / 2 : 0;
+	uint64_t fit = per_pos ? budget / per_pos : UINT64_MAX;
+	uint32_t c = hp->seq_len < NB_LLM_CTX_DEFAULT_MAX ? hp->seq_len : NB_LLM_CTX_DEFAULT_MAX;
+
+	if (n_seqs == 0)
+		return -NB_EINVAL;
+	if (requested) {
+		int ret = explicit_context(l, applet, requested, n_seqs, mem_avail);
+		if (!ret)
+			*ctx = requested;
+		return ret;
+	}
+	if (fit == 0) {
+		nb_err("%s: no memory for %u KV cache%s: %.1f MB available, %.1f MB of it for the "
+		       "weights", applet, n_seqs, n_seqs > 1 ? "s" : "", mem_avail / 1e6,
+		       weights / 1e6);
+		return -NB_ENOMEM;
+	}
+	if (fit < c) {
+		c = (uint32_t)fit;
+		nb_warn("%s: context %u positions a sequence: %u KV cache%s of more would not fit "
+			"half of the %.1f MB of memory available beside the weights (--ctx sets it)",
+			applet, c, n_seqs, n_seqs > 1 ? "s" : "", (mem_avail - weights) / 1e6);
+	} else if (c < hp->seq_len) {
+		nb_info("%s: context %u positions a sequence (the default at most; the model takes "
+			"--ctx up to %u), %.1f MB of KV cache each", applet, c, hp->seq_len,
+			nb_kv_bytes(hp, c) / 1e6);
+	} else {
+		nb_info("%s: context %u positions a sequence (the model's), %.1f MB of KV cache each",
+			applet, c, nb_kv_bytes(hp, c) / 1e6);
+	}
+	*ctx = c;
+	return 0;
 }
 
 int32_t nb_llm_argmax(const float *v, uint32_t n)

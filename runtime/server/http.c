@@ -680,6 +680,11 @@ uint64_t nb_http_received(const struct nb_http_parser *p)
 	return p->n_in;
 }
 
+bool nb_http_head_done(const struct nb_http_parser *p)
+{
+	return p->state >= NB_HTTP_S_BODY && p->state != NB_HTTP_S_ERROR;
+}
+
 bool nb_http_take_continue(struct nb_http_parser *p)
 {
 	if (p->continue_sent || !p->req.expect_continue || p->req.version != 11 ||

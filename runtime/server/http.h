@@ -132,6 +132,10 @@ int nb_http_status(const struct nb_http_parser *p);
  * timeout now deserves a 408 instead of a silent close. */
 bool nb_http_started(const struct nb_http_parser *p);
 uint64_t nb_http_received(const struct nb_http_parser *p);
+/* The head is parsed (req's method, target and headers are valid) while the
+ * body may still be on its way: credentials can be checked before it is
+ * buffered. */
+bool nb_http_head_done(const struct nb_http_parser *p);
 /* True once per request when the head asked for 100-continue and the body
  * is still to come: the caller then sends NB_HTTP_CONTINUE. */
 bool nb_http_take_continue(struct nb_http_parser *p);

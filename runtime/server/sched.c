@@ -14,24 +14,55 @@ const double nb_sched_buckets[NB_SCHED_HIST] = { 0.005, 0.01, 0.025, 0.05, 0.1, 
 
 /* ---- jobs ---------------------------------------------------------------- */
 
-struct nb_job *nb_job_new(const int32_t *prompt, uint32_t n_prompt)
+static struct nb_job *job_alloc(void)
 {
 	struct nb_job *j = calloc(1, sizeof(*j));
 
 	if (!j)
 		return NULL;
-	j->prompt = malloc((n_prompt ? n_prompt : 1) * sizeof(int32_t));
-	if (!j->prompt) {
-		free(j);
-		return NULL;
-	}
-	memcpy(j->prompt, prompt, n_prompt * sizeof(int32_t));
-	j->n_prompt = n_prompt;
 	j->stop_token = -1;
 	atomic_init(&j->refs, 1);
 	atomic_init(&j->cancel, false);
 	pthread_mutex_init(&j->lock, NULL);
 	j->t_submit = nb_sys_now();
+	return j;
+}
+
+struct nb_job *nb_job_new(const int32_t *prompt, uint32_t n_prompt)
+{
+	struct nb_job *j = job_alloc();
+
+	if (!j)
+		return NULL;
+	j->prompt = malloc((n_prompt ? n_prompt : 1) * sizeof(int32_t));
+	if (!j->prompt) {
+		nb_job_unref(j);
+		return NULL;
+	}
+	memcpy(j->prompt, prompt, n_prompt * sizeof(int32_t));
+	j->n_prompt = n_prompt;
+	return j;
+}
+
+struct nb_job *nb_job_new_text(const char *text, size_t len, const struct nb_chat_span *spans,
+			       size_t n_spans)
+{
+	struct nb_job *j = job_alloc();
+
+	if (!j)
+		return NULL;
+	j->prompt_text = malloc(len + 1);
+	j->prompt_spans = malloc((n_spans ? n_spans : 1) * sizeof(*spans));
+	if (!j->prompt_text || !j->prompt_spans) {
+		nb_job_unref(j);
+		return NULL;
+	}
+	memcpy(j->prompt_text, text, len);
+	j->prompt_text[len] = '\0';
+	j->prompt_len = len;
+	if (n_spans)
+		memcpy(j->prompt_spans, spans, n_spans * sizeof(*spans));
+	j->n_prompt_spans = n_spans;
 	return j;
 }
 
@@ -48,6 +79,8 @@ void nb_job_unref(struct nb_job *j)
 		free(j->stop_strs[i]);
 	pthread_mutex_destroy(&j->lock);
 	free(j->prompt);
+	free(j->prompt_text);
+	free(j->prompt_spans);
 	free(j->text);
 	free(j);
 }
@@ -103,6 +136,13 @@ static void observe(atomic_ulong *hist, atomic_ulong *count, atomic_ullong *sum,
 }
 
 /* ---- the scheduler thread ------------------------------------------------- */
+
+/* Jobs waiting for a slot, those still to tokenize included. Called with
+ * s->lock held. */
+static void set_depth(struct nb_sched *s)
+{
+	atomic_store_explicit(&s->stats.queue_depth, s->q_len + s->n_tok, memory_order_relaxed);
+}
 
 /* Puts a job on the ready list (one reference for the submitter). */
 static void mark_ready(struct nb_sched *s, struct nb_job *j)
@@ -178,7 +218,7 @@ static void admit(struct nb_sched *s)
 		j = s->queue[s->q_head];
 		s->q_head = (s->q_head + 1) % s->o.queue;
 		s->q_len--;
-		atomic_store_explicit(&s->stats.queue_depth, s->q_len, memory_order_relaxed);
+		set_depth(s);
 		pthread_mutex_unlock(&s->lock);
 		if (start_slot(s, sl, j)) {
 			finish_job(s, j, NB_FINISH_ERROR);
@@ -356,27 +396,139 @@ static void *sched_main(void *arg)
 	return NULL;
 }
 
+/* ---- the tokenizer thread ------------------------------------------------- */
+
+/* The oldest text job, NULL once stopping with none left; *stop: the
+ * scheduler is stopping (the job is to be cancelled, not tokenized). */
+static struct nb_job *next_text_job(struct nb_sched *s, bool *stop)
+{
+	struct nb_job *j;
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->stopping && !s->tok_head)
+		pthread_cond_wait(&s->tok_wake, &s->lock);
+	j = s->tok_head;
+	if (j) {
+		s->tok_head = j->next_tok;
+		if (!s->tok_head)
+			s->tok_tail = NULL;
+	}
+	*stop = s->stopping;
+	pthread_mutex_unlock(&s->lock);
+	return j;
+}
+
+/* Prompt text -> token ids. The output can be 3 ids a byte (byte
+ * fallback: a space becomes U+2581, three byte tokens) plus BOS and the
+ * space prefix; the buffer is cut to size after. */
+static int tokenize(const struct nb_sched *s, struct nb_job *j)
+{
+	size_t max = 3 * j->prompt_len + 8, n = 0;
+	int32_t *ids, *fit;
+	int ret;
+
+	if (j->prompt_len > (SIZE_MAX / sizeof(int32_t) - 8) / 3)
+		return -NB_ERANGE;
+	ids = malloc(max * sizeof(int32_t));
+	if (!ids)
+		return -NB_ENOMEM;
+	ret = nb_chat_encode(s->llm->tok, j->prompt_text, j->prompt_len, j->prompt_spans,
+			     j->n_prompt_spans, ids, max, &n);
+	if (!ret && n == 0)
+		ret = -NB_EINVAL;
+	if (!ret)
+		j->n_prompt = n < UINT32_MAX ? (uint32_t)n : UINT32_MAX;
+	if (!ret && n + 1 > s->o.ctx)
+		ret = -NB_ERANGE;
+	free(j->prompt_text); /* the submitter reads neither again */
+	free(j->prompt_spans);
+	j->prompt_text = NULL;
+	j->prompt_spans = NULL;
+	if (ret) {
+		free(ids);
+		return ret;
+	}
+	fit = realloc(ids, n * sizeof(int32_t));
+	free(j->prompt);
+	j->prompt = fit ? fit : ids;
+	return 0;
+}
+
+/* A tokenized job joins the queue (its place was held since submit); one
+ * that failed ends as news with its error. */
+static void queue_text_job(struct nb_sched *s, struct nb_job *j, int ret)
+{
+	pthread_mutex_lock(&s->lock);
+	s->n_tok--;
+	if (!ret && s->stopping)
+		ret = -NB_ECANCELED;
+	if (!ret) {
+		s->queue[(s->q_head + s->q_len) % s->o.queue] = j; /* the list's reference */
+		s->q_len++;
+		pthread_cond_signal(&s->wake);
+	}
+	set_depth(s);
+	pthread_mutex_unlock(&s->lock);
+	if (!ret)
+		return;
+	j->error = ret;
+	if (ret == -NB_ECANCELED) {
+		finish_job(s, j, NB_FINISH_CANCEL);
+	} else { /* a request that never ran: no generation outcome */
+		pthread_mutex_lock(&j->lock);
+		j->finish = NB_FINISH_ERROR;
+		j->t_done = nb_sys_now();
+		pthread_mutex_unlock(&j->lock);
+		mark_ready(s, j);
+	}
+	nb_job_unref(j);
+	notify(s);
+}
+
+static void *tok_main(void *arg)
+{
+	struct nb_sched *s = arg;
+	struct nb_job *j;
+	bool stop;
+
+	while ((j = next_text_job(s, &stop)) != NULL) {
+		bool cancel = stop || atomic_load_explicit(&j->cancel, memory_order_relaxed);
+		queue_text_job(s, j, cancel ? -NB_ECANCELED : tokenize(s, j));
+	}
+	return NULL;
+}
+
 /* ---- public -------------------------------------------------------------- */
 
 int nb_sched_submit(struct nb_sched *s, struct nb_job *j)
 {
 	int ret = 0;
 
-	if (j->n_prompt == 0 || j->n_prompt + 1 > s->o.ctx)
+	if (!j->prompt_text && (j->n_prompt == 0 || j->n_prompt + 1 > s->o.ctx))
 		return -NB_ERANGE;
 	pthread_mutex_lock(&s->lock);
 	if (s->stopping) {
 		ret = -NB_ECANCELED;
-	} else if (s->q_len == s->o.queue) {
+	} else if (s->q_len + s->n_tok >= s->o.queue) {
 		ret = -NB_EBUSY;
 		atomic_fetch_add_explicit(&s->stats.rejected, 1, memory_order_relaxed);
+	} else if (j->prompt_text) {
+		nb_job_ref(j);
+		j->next_tok = NULL;
+		if (s->tok_tail)
+			s->tok_tail->next_tok = j;
+		else
+			s->tok_head = j;
+		s->tok_tail = j;
+		s->n_tok++;
+		pthread_cond_signal(&s->tok_wake);
 	} else {
 		nb_job_ref(j);
 		s->queue[(s->q_head + s->q_len) % s->o.queue] = j;
 		s->q_len++;
-		atomic_store_explicit(&s->stats.queue_depth, s->q_len, memory_order_relaxed);
 		pthread_cond_signal(&s->wake);
 	}
+	set_depth(s);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -410,7 +562,7 @@ static int alloc_scratch(struct nb_sched *s, uint32_t rows)
 int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_sched_opts *o)
 {
 	const uint32_t rows = o->slots + o->chunk;
-	struct nb_fwd_opts fo = { .max_ctx = o->ctx, .max_batch = rows };
+	struct nb_fwd_opts fo = { .max_ctx = o->ctx, .max_batch = rows, .no_kv0 = true };
 	int ret;
 
 	memset(s, 0, sizeof(*s));
@@ -418,6 +570,7 @@ int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_
 	s->llm = llm;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->wake, NULL);
+	pthread_cond_init(&s->tok_wake, NULL);
 	if (o->slots == 0 || o->queue == 0 || o->chunk == 0 || o->ctx == 0 ||
 	    o->ctx > llm->model.hp.seq_len) {
 		nb_err("sched: slots, queue and chunk must be > 0 and ctx in 1..%u",
@@ -440,11 +593,14 @@ int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_
 		ret = nb_fwd_open_opts(&s->fwd, &llm->model, &fo);
 	if (!ret && pthread_create(&s->thread, NULL, sched_main, s) != 0)
 		ret = -NB_ENOMEM;
+	s->started = !ret;
+	if (!ret && pthread_create(&s->tok_thread, NULL, tok_main, s) != 0)
+		ret = -NB_ENOMEM;
+	s->tok_started = !ret;
 	if (ret) {
 		nb_sched_close(s);
 		return ret;
 	}
-	s->started = true;
 	return 0;
 }
 
@@ -455,9 +611,12 @@ void nb_sched_stop(struct nb_sched *s)
 	pthread_mutex_lock(&s->lock);
 	s->stopping = true;
 	pthread_cond_signal(&s->wake);
+	pthread_cond_signal(&s->tok_wake);
 	pthread_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
-	s->started = false;
+	if (s->tok_started) /* cancels the prompts it has not tokenized */
+		pthread_join(s->tok_thread, NULL);
+	s->started = s->tok_started = false;
 }
 
 void nb_sched_close(struct nb_sched *s)
@@ -485,6 +644,7 @@ void nb_sched_close(struct nb_sched *s)
 	free(s->slots);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->wake);
+	pthread_cond_destroy(&s->tok_wake);
 	/* Closed and zeroed: closing again is harmless. */
 	memset(s, 0, sizeof(*s));
 }

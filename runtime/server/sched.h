@@ -8,7 +8,12 @@
  *
  * Jobs are shared by the submitter (the server's event loop) and the
  * scheduler, reference-counted. The scheduler appends generated text to a
- * job and signals an eventfd; the loop takes the text with nb_job_take. */
+ * job and signals an eventfd; the loop takes the text with nb_job_take.
+ *
+ * A job may bring its prompt as text (nb_job_new_text): a tokenizer thread
+ * of the scheduler turns it into tokens before it queues for a slot, so
+ * that a long prompt (hundreds of milliseconds on a board) stalls neither
+ * the submitter's event loop nor the running streams. */
 #ifndef NB_SCHED_H
 #define NB_SCHED_H
 
@@ -18,6 +23,7 @@
 #include "runtime/model/pool.h"
 #include "runtime/model/sampler.h"
 #include "runtime/model/stop.h"
+#include "runtime/text/chat_template.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,8 +33,12 @@
 
 struct nb_job {
 	/* in: set before nb_sched_submit, then read-only */
-	int32_t *prompt;       /* owned */
-	uint32_t n_prompt;
+	int32_t *prompt;       /* owned; of a text job, set by the scheduler (see error) */
+	uint32_t n_prompt;     /* of a text job: its tokens, also when too many (-NB_ERANGE) */
+	char *prompt_text;     /* owned: the prompt still to tokenize, or NULL */
+	size_t prompt_len;
+	struct nb_chat_span *prompt_spans; /* owned: special-token spans of prompt_text */
+	size_t n_prompt_spans;
 	uint32_t max_tokens;
 	struct nb_sampler_params sp;
 	char *stop_strs[NB_STOP_MAX]; /* owned */
@@ -43,14 +53,22 @@ struct nb_job {
 	char *text;            /* generated text not yet taken */
 	size_t text_len, text_cap;
 	enum nb_finish finish;
+	int error;             /* why a text job ended before it ran: -NB_ERANGE (longer
+				* than the context), -NB_EINVAL (no tokens), -NB_ENOMEM,
+				* -NB_ECANCELED (stopping); 0 otherwise */
 	uint32_t n_gen;        /* tokens generated */
 	double t_submit, t_first, t_done; /* monotonic seconds */
 	bool queued_ready;     /* on the scheduler's ready list */
 	struct nb_job *next_ready;
+	struct nb_job *next_tok; /* the scheduler's: on its list of prompts to tokenize */
 };
 
 /* A new job with one reference, prompt copied. NULL on no memory. */
 struct nb_job *nb_job_new(const int32_t *prompt, uint32_t n_prompt);
+/* A new job whose prompt is text (and its special-token spans, for
+ * nb_chat_encode), both copied, to be tokenized by the scheduler. */
+struct nb_job *nb_job_new_text(const char *text, size_t len, const struct nb_chat_span *spans,
+			       size_t n_spans);
 void nb_job_ref(struct nb_job *j);
 void nb_job_unref(struct nb_job *j);
 /* Moves the job's new text into buf (malloc'd, caller frees) and returns
@@ -109,6 +127,12 @@ struct nb_sched {
 	uint32_t q_head, q_len;
 	struct nb_job *ready; /* jobs with news for the submitter */
 	bool stopping, started;
+	/* the tokenizer thread, guarded by lock too */
+	pthread_t tok_thread;
+	pthread_cond_t tok_wake;
+	struct nb_job *tok_head, *tok_tail; /* text jobs to tokenize, oldest first */
+	uint32_t n_tok;       /* text jobs not yet queued: they hold places of the queue */
+	bool tok_started;
 	struct nb_sched_stats stats;
 	/* batch scratch, [max rows] */
 	int32_t *tokens;
@@ -125,7 +149,9 @@ void nb_sched_stop(struct nb_sched *s);
 /* nb_sched_stop, then drops unread news and frees everything. */
 void nb_sched_close(struct nb_sched *s);
 /* Queues a job (takes a reference). -NB_EBUSY if the queue is full,
- * -NB_ECANCELED while stopping, -NB_ERANGE if it can never fit a slot. */
+ * -NB_ECANCELED while stopping, -NB_ERANGE if it can never fit a slot.
+ * A text job is tokenized first: what can go wrong then (error) ends it
+ * with NB_FINISH_ERROR, or NB_FINISH_CANCEL when stopping, as news. */
 int nb_sched_submit(struct nb_sched *s, struct nb_job *j);
 /* The jobs with news since the last call, as a list through next_ready
  * (one reference each, to drop with nb_job_unref). */

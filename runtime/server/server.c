@@ -33,6 +33,9 @@
 
 enum conn_state { C_READ, C_JOB, C_DRAIN };
 
+#define API_KEY_MAX 4096 /* bytes of the --api-key-file key */
+#define LINGER_S 2.0     /* seconds C_DRAIN reads what a refused client still sends */
+
 struct conn {
 	int fd;
 	bool tcp;
@@ -41,7 +44,7 @@ struct conn {
 	char *inbuf;
 	struct nb_openai_buf out; /* bytes not yet written */
 	size_t out_off;
-	bool close_after;         /* close once out is written */
+	bool close_after;         /* close once out is written (C_DRAIN: only the sending side) */
 	bool want_out;            /* EPOLLOUT armed */
 	double t_active;          /* last byte in or out */
 	double t_request;         /* first byte of the current request */
@@ -60,9 +63,9 @@ struct conn {
 struct server {
 	const struct nb_server_opts *o;
 	int ep, sfd, efd, unix_fd, tcp_fd;
-	char api_key[256];
+	char api_key[API_KEY_MAX + 1];
 	size_t api_key_len;
-	struct nb_llm llm;
+	const struct nb_llm *llm; /* the caller's (o->llm) */
 	struct nb_sched sched;
 	struct nb_chat_tmpl tmpl;
 	struct nb_openai_limits lim;
@@ -70,11 +73,12 @@ struct server {
 	char name_buf[128];
 	struct conn *conns;
 	struct conn *graveyard;   /* closed during this iteration */
-	uint32_t n_conns;
+	uint32_t n_conns, n_tcp;  /* open connections; each listener has max_conns */
 	bool stopping;
 	double stop_deadline;
-	/* The model loads on its own thread while the loop already answers
-	 * /health with "loading" and generation requests with 503. */
+	/* The slots' KV caches are set up on a thread of their own while the
+	 * loop already answers /health with "loading" and generation requests
+	 * with 503 (the model itself is open before the socket exists). */
 	pthread_t loader;
 	bool loader_running, loaded;
 	int load_fd, load_ret;
@@ -136,6 +140,11 @@ static void flush(struct server *s, struct conn *c)
 	}
 	if (c->out_off == c->out.len) {
 		c->out.len = c->out_off = 0;
+		if (c->close_after && c->state == C_DRAIN) {
+			shutdown(c->fd, SHUT_WR);
+			arm(s, c, false);
+			return;
+		}
 		if (c->close_after) {
 			close_conn(s, c);
 			return;
@@ -183,6 +192,20 @@ static void respond_error(struct server *s, struct conn *c, int status, const ch
 	nb_openai_buf_free(&b);
 }
 
+/* An error with an OpenAI error code of its own. */
+static void refuse_json(struct server *s, struct conn *c, int status, const char *msg,
+			const char *code)
+{
+	struct nb_openai_buf b;
+
+	nb_openai_buf_init(&b);
+	if (nb_openai_error_json(&b, status, msg, NULL, code) == 0)
+		respond(s, c, status, "application/json", b.data, b.len, NULL);
+	else
+		respond(s, c, 500, "text/plain", "error\n", 6, NULL);
+	nb_openai_buf_free(&b);
+}
+
 /* One SSE event as one HTTP chunk. */
 static void put_chunk(struct conn *c, const struct nb_openai_buf *ev)
 {
@@ -225,6 +248,7 @@ static void close_conn(struct server *s, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->n_conns--;
+	s->n_tcp -= c->tcp;
 	c->next = s->graveyard;
 	s->graveyard = c;
 }
@@ -241,6 +265,36 @@ static void bury(struct server *s)
 	}
 }
 
+static bool gid_allowed(const struct nb_server_opts *o, gid_t gid)
+{
+	for (uint32_t i = 0; i < o->n_allow_gid; i++)
+		if (o->allow_gid[i] == gid)
+			return true;
+	return false;
+}
+
+/* The peer's supplementary groups as they were at connect()
+ * (SO_PEERGROUPS, Linux 4.13): --allow-gid admits a group's members, not
+ * only the processes whose primary group it is. */
+static bool peer_groups_allowed(const struct server *s, int fd)
+{
+	gid_t few[64], *g = few;
+	socklen_t len = sizeof(few);
+	bool ok = false;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0) {
+		if (errno != ERANGE || !(g = malloc(len)))
+			return false; /* an older kernel: primary groups only */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0)
+			len = 0;
+	}
+	for (size_t i = 0; !ok && i < len / sizeof(gid_t); i++)
+		ok = gid_allowed(s->o, g[i]);
+	if (g != few)
+		free(g);
+	return ok;
+}
+
 static bool peer_allowed(const struct server *s, int fd)
 {
 	const struct nb_server_opts *o = s->o;
@@ -254,12 +308,40 @@ static bool peer_allowed(const struct server *s, int fd)
 	for (uint32_t i = 0; i < o->n_allow_uid; i++)
 		if (o->allow_uid[i] == cr.uid)
 			return true;
-	for (uint32_t i = 0; i < o->n_allow_gid; i++)
-		if (o->allow_gid[i] == cr.gid)
-			return true;
+	if (gid_allowed(o, cr.gid) || (o->n_allow_gid && peer_groups_allowed(s, fd)))
+		return true;
 	nb_warn("serve: refused a client with uid %u gid %u (not in the allowlist)",
 		(unsigned)cr.uid, (unsigned)cr.gid);
 	return false;
+}
+
+/* Local clients always get in: TCP clients, even unauthenticated ones,
+ * fill only their own max_conns. */
+static bool room_for(const struct server *s, bool tcp)
+{
+	return (tcp ? s->n_tcp : s->n_conns - s->n_tcp) < s->o->max_conns;
+}
+
+/* The request buffer (up to --max-body) exists while a request arrives:
+ * idle connections hold none (free_idle_buffers). */
+static int want_inbuf(struct server *s, struct conn *c)
+{
+	size_t cap = nb_http_bufsize(&s->o->http);
+
+	if (c->inbuf)
+		return 0;
+	c->inbuf = malloc(cap);
+	if (!c->inbuf)
+		return -NB_ENOMEM;
+	nb_http_parser_init(&c->http, &s->o->http, c->inbuf, cap);
+	return 0;
+}
+
+static void free_inbuf(struct server *s, struct conn *c)
+{
+	free(c->inbuf);
+	c->inbuf = NULL;
+	nb_http_parser_init(&c->http, &s->o->http, NULL, 0);
 }
 
 static void accept_conns(struct server *s, int lfd, bool tcp)
@@ -271,11 +353,9 @@ static void accept_conns(struct server *s, int lfd, bool tcp)
 
 		if (fd < 0)
 			return; /* EAGAIN, or a client that left already */
-		if (s->stopping || s->n_conns >= s->o->max_conns || (!tcp && !peer_allowed(s, fd)) ||
-		    !(c = calloc(1, sizeof(*c))) ||
-		    !(c->inbuf = malloc(nb_http_bufsize(&s->o->http)))) {
+		if (s->stopping || !room_for(s, tcp) || (!tcp && !peer_allowed(s, fd)) ||
+		    !(c = calloc(1, sizeof(*c)))) {
 			atomic_fetch_add_explicit(&s->conns_refused, 1, memory_order_relaxed);
-			free(c);
 			close(fd);
 			continue;
 		}
@@ -284,11 +364,10 @@ static void accept_conns(struct server *s, int lfd, bool tcp)
 		c->fd = fd;
 		c->tcp = tcp;
 		c->t_active = nb_sys_now();
-		nb_http_parser_init(&c->http, &s->o->http, c->inbuf, nb_http_bufsize(&s->o->http));
+		nb_http_parser_init(&c->http, &s->o->http, NULL, 0);
 		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
 		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
 			close(fd);
-			free(c->inbuf);
 			free(c);
 			continue;
 		}
@@ -297,6 +376,7 @@ static void accept_conns(struct server *s, int lfd, bool tcp)
 			s->conns->prev = c;
 		s->conns = c;
 		s->n_conns++;
+		s->n_tcp += tcp;
 		atomic_fetch_add_explicit(&s->conns_total, 1, memory_order_relaxed);
 	}
 }
@@ -351,27 +431,48 @@ static void send_models(struct server *s, struct conn *c)
 	nb_openai_buf_free(&b);
 }
 
-/* Prompt text -> token ids -> a job on the scheduler. */
+/* A job that could not start (enum of nb_sched_submit and struct
+ * nb_job's error) as the HTTP error the client gets. */
+static void refuse_job(struct server *s, struct conn *c, int err, uint32_t n_prompt)
+{
+	char msg[192];
+
+	switch (err) {
+	case -NB_EBUSY:
+		respond_error(s, c, 429, "the server is busy: every slot is taken and the queue is full",
+			      "Retry-After: 1\r\n");
+		break;
+	case -NB_ECANCELED:
+		respond_error(s, c, 503, "the server is shutting down", "Retry-After: 5\r\n");
+		break;
+	case -NB_ENOMEM:
+		respond_error(s, c, 503, "the server is out of memory for this prompt now: "
+			      "try again later, or send a shorter prompt", "Retry-After: 1\r\n");
+		break;
+	case -NB_ERANGE:
+		snprintf(msg, sizeof(msg), "the prompt is %u tokens; the context of this server "
+			 "holds %u (the prompt and at least one new token)", n_prompt, s->so.ctx);
+		refuse_json(s, c, 400, msg, "context_length_exceeded");
+		break;
+	case -NB_EINVAL:
+		respond_error(s, c, 400, "the prompt cannot be tokenized", NULL);
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "the prompt could not be prepared: %s", nb_strerror(err));
+		respond_error(s, c, 500, msg, NULL);
+	}
+}
+
+/* The prompt text becomes a job; the scheduler tokenizes it on a thread of
+ * its own (a long prompt would stall this loop), and the job's first news
+ * says whether that worked (on_job_news). */
 static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
 {
-	/* Worst case, byte fallback: a space becomes U+2581, three byte
-	 * tokens; plus BOS and the space prefix. */
-	size_t max = 3 * g->prompt_len + 8, n = 0;
-	int32_t *ids = malloc(max * sizeof(int32_t));
-	struct nb_job *j = NULL;
+	struct nb_job *j = nb_job_new_text(g->prompt, g->prompt_len, g->specials, g->n_specials);
 	int ret;
 
-	if (!ids)
+	if (!j)
 		return -NB_ENOMEM;
-	ret = nb_chat_encode(s->llm.tok, g->prompt, g->prompt_len, g->specials, g->n_specials, ids,
-			     max, &n);
-	if (!ret && n == 0)
-		ret = -NB_EINVAL;
-	if (!ret && !(j = nb_job_new(ids, (uint32_t)n)))
-		ret = -NB_ENOMEM;
-	free(ids);
-	if (ret)
-		return ret;
 	j->max_tokens = g->max_tokens ? g->max_tokens : s->sched.o.ctx;
 	j->sp = g->sp;
 	if (!g->seed_set)
@@ -382,7 +483,7 @@ static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
 		j->n_stop++;
 	}
 	if (g->end_of_turn)
-		j->stop_token = nb_chat_token_id(s->llm.tok, g->end_of_turn);
+		j->stop_token = nb_chat_token_id(s->llm->tok, g->end_of_turn);
 	j->owner = c;
 	ret = nb_sched_submit(&s->sched, j);
 	if (ret) {
@@ -390,7 +491,7 @@ static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
 		return ret;
 	}
 	c->job = j;
-	c->n_prompt = (uint32_t)n;
+	c->n_prompt = 0;
 	return 0;
 }
 
@@ -412,15 +513,8 @@ static void handle_generate(struct server *s, struct conn *c, const struct nb_ht
 		goto out;
 	}
 	ret = start_job(s, c, &g);
-	if (ret == -NB_EBUSY) {
-		respond_error(s, c, 429, "the server is busy: every slot is taken and the queue is full",
-			      "Retry-After: 1\r\n");
-	} else if (ret == -NB_ECANCELED) {
-		respond_error(s, c, 503, "the server is shutting down", "Retry-After: 5\r\n");
-	} else if (ret == -NB_ERANGE) {
-		respond_error(s, c, 400, "the prompt does not fit the context of this server", NULL);
-	} else if (ret) {
-		respond_error(s, c, 400, "the prompt cannot be tokenized", NULL);
+	if (ret) {
+		refuse_job(s, c, ret, 0);
 	} else {
 		c->state = C_JOB;
 		c->stream = g.stream;
@@ -444,6 +538,7 @@ static void handle_request(struct server *s, struct conn *c)
 	c->keep_alive = r->keep_alive && !s->stopping;
 	c->http10 = r->version == 10;
 	if (!authorized(s, c, r)) {
+		c->keep_alive = false;
 		respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
 			      "WWW-Authenticate: Bearer\r\n");
 	} else if (path_is(r, "/health")) {
@@ -467,9 +562,65 @@ static void handle_request(struct server *s, struct conn *c)
 	}
 }
 
+/* An answer that ends the connection while the client may still be
+ * sending (a body after a 401): closing at once would reset the
+ * connection, which can destroy the answer before the client reads it.
+ * So input is read and dropped, the sending side closed once the answer
+ * is out (flush), and the connection closed at the client's end or after
+ * LINGER_S. */
+static void start_drain(struct server *s, struct conn *c)
+{
+	c->state = C_DRAIN;
+	c->close_after = true;
+	c->t_active = nb_sys_now();
+	free_inbuf(s, c);
+}
+
+/* The key is checked as soon as the head is there, before a body is
+ * buffered; a refused client is answered and then disconnected, so that
+ * it holds neither memory nor one of the connections. */
+static bool refused_early(struct server *s, struct conn *c, int parsed)
+{
+	if (!c->tcp || !nb_http_head_done(&c->http) || authorized(s, c, &c->http.req))
+		return false;
+	c->keep_alive = false;
+	c->http10 = c->http.req.version == 10;
+	respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
+		      "WWW-Authenticate: Bearer\r\n");
+	if (parsed != NB_HTTP_DONE) /* a body is on its way */
+		start_drain(s, c);
+	flush(s, c);
+	return true;
+}
+
+static void drain_input(struct server *s, struct conn *c)
+{
+	char sink[4096];
+
+	for (int i = 0; i < 16; i++) { /* then the next epoll round */
+		ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			close_conn(s, c);
+			return;
+		}
+	}
+}
+
 /* Parses what arrived; answers complete requests (several if pipelined). */
 static void on_readable(struct server *s, struct conn *c)
 {
+	if (c->state == C_DRAIN) {
+		drain_input(s, c);
+		return;
+	}
+	if (want_inbuf(s, c)) {
+		close_conn(s, c);
+		return;
+	}
 	for (;;) {
 		size_t room;
 		char *space = nb_http_space(&c->http, &room);
@@ -495,6 +646,8 @@ static void on_readable(struct server *s, struct conn *c)
 				c->t_request = c->t_active;
 		}
 		ret = nb_http_commit(&c->http, (size_t)n);
+		if (ret >= 0 && refused_early(s, c, ret))
+			return;
 		if (nb_http_take_continue(&c->http))
 			nb_openai_buf_append(&c->out, NB_HTTP_CONTINUE, strlen(NB_HTTP_CONTINUE));
 		if (ret < 0) {
@@ -523,6 +676,18 @@ static void on_readable(struct server *s, struct conn *c)
 }
 
 /* ---- job output -------------------------------------------------------- */
+
+/* The job's answer is queued: the connection waits for its next request. */
+static void end_request(struct conn *c)
+{
+	nb_job_unref(c->job);
+	c->job = NULL;
+	c->state = C_READ;
+	c->t_request = 0;
+	c->close_after = !c->keep_alive;
+	if (!c->close_after)
+		nb_http_reset_keep(&c->http);
+}
 
 static void stream_head(struct server *s, struct conn *c)
 {
@@ -627,6 +792,14 @@ static void on_job_news(struct server *s, struct conn *c)
 	size_t len;
 
 	f = nb_job_take(c->job, &text, &len, &n_gen);
+	c->n_prompt = c->job->n_prompt; /* tokenized by now */
+	if (f && c->job->error && !c->head_sent) {
+		free(text);
+		refuse_job(s, c, c->job->error, c->job->n_prompt);
+		end_request(c);
+		flush(s, c);
+		return;
+	}
 	nb_openai_buf_init(&ev);
 	if (c->stream && (len || f))
 		stream_head(s, c);
@@ -639,13 +812,7 @@ static void on_job_news(struct server *s, struct conn *c)
 	free(text);
 	if (f) {
 		c->stream ? finish_stream(s, c, f, n_gen) : finish_whole(s, c, f, n_gen);
-		nb_job_unref(c->job);
-		c->job = NULL;
-		c->state = C_READ;
-		c->t_request = 0;
-		c->close_after = !c->keep_alive;
-		if (!c->close_after)
-			nb_http_reset_keep(&c->http);
+		end_request(c);
 	}
 	flush(s, c);
 }
@@ -694,14 +861,29 @@ static void handle_conn_event(struct server *s, struct conn *c, uint32_t events)
 
 /* ---- timers and shutdown ------------------------------------------------ */
 
+/* A connection between requests keeps no buffers: a body of up to
+ * --max-body, an answer, a whole text. */
+static void free_idle_buffers(struct server *s, struct conn *c)
+{
+	if (c->inbuf && c->http.fill == 0)
+		free_inbuf(s, c);
+	if (c->out.len == 0)
+		nb_openai_buf_free(&c->out);
+	nb_openai_buf_free(&c->text);
+}
+
 static void check_timeouts(struct server *s)
 {
 	double t = nb_sys_now();
 
 	for (struct conn *c = s->conns, *n; c; c = n) {
 		n = c->next;
+		if (c->state == C_DRAIN && t - c->t_active > LINGER_S)
+			close_conn(s, c);
 		if (c->state != C_READ)
 			continue;
+		if (!c->t_request && !c->close_after)
+			free_idle_buffers(s, c);
 		if (c->t_request && t - c->t_request > s->o->read_timeout) {
 			/* a client too slow to send one request: 408 and close */
 			c->keep_alive = false;
@@ -831,18 +1013,85 @@ static void send_metrics(struct server *s, struct conn *c)
 
 /* ---- set-up --------------------------------------------------------------- */
 
+/* --group's id, (gid_t)-1 without one. */
+static int socket_group(const struct nb_server_opts *o, gid_t *gid)
+{
+	const struct group *g;
+
+	*gid = (gid_t)-1;
+	if (!o->group)
+		return 0;
+	errno = 0;
+	g = getgrnam(o->group);
+	if (!g) {
+		if (errno)
+			nb_err("serve: --group %s: %s", o->group, strerror(errno));
+		else
+			nb_err("serve: --group %s: there is no such group (groupadd --system %s "
+			       "creates it)", o->group, o->group);
+		return -NB_ENOENT;
+	}
+	*gid = g->gr_gid;
+	return 0;
+}
+
+/* The socket's directory must exist. Run as root, nibble creates a
+ * missing one (its parent must exist), as systemd's RuntimeDirectory=
+ * does for the service: 0750 with the socket's group when only that group
+ * may connect, else 0755. */
+static int socket_dir(const struct nb_server_opts *o, gid_t gid)
+{
+	const char *slash = strrchr(o->socket_path, '/');
+	mode_t mode = gid != (gid_t)-1 && !(o->mode & 0007) ? 0750 : 0755;
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct stat st;
+
+	if (!slash || slash == o->socket_path)
+		return 0;
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - o->socket_path), o->socket_path);
+	if (stat(dir, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		nb_err("serve: %s, the socket's directory, is not a directory", dir);
+		return -NB_EINVAL;
+	}
+	if (errno != ENOENT) {
+		nb_err("serve: the socket's directory %s: %s", dir, strerror(errno));
+		return -NB_EIO;
+	}
+	if (geteuid() != 0) {
+		nb_err("serve: the socket's directory %s does not exist: create it first (run as "
+		       "root, nibble serve creates it)", dir);
+		return -NB_ENOENT;
+	}
+	if (mkdir(dir, mode) != 0 || chmod(dir, mode) != 0 ||
+	    (gid != (gid_t)-1 && chown(dir, (uid_t)-1, gid) != 0)) {
+		nb_err("serve: cannot create the socket's directory %s: %s", dir, strerror(errno));
+		return -NB_EIO;
+	}
+	nb_info("serve: created %s (mode %04o%s%s)", dir, (unsigned)mode,
+		gid != (gid_t)-1 ? ", group " : "", gid != (gid_t)-1 ? o->group : "");
+	return 0;
+}
+
 static int listen_unix(struct server *s)
 {
 	const struct nb_server_opts *o = s->o;
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	struct stat st;
-	int fd;
+	gid_t gid;
+	int fd, ret;
 
 	if (strlen(o->socket_path) >= sizeof(a.sun_path)) {
 		nb_err("serve: socket path too long: %s", o->socket_path);
 		return -NB_EINVAL;
 	}
 	strcpy(a.sun_path, o->socket_path);
+	ret = socket_group(o, &gid);
+	if (!ret)
+		ret = socket_dir(o, gid);
+	if (ret)
+		return ret;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -NB_EIO;
@@ -860,20 +1109,18 @@ static int listen_unix(struct server *s)
 		unlink(o->socket_path);
 	}
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 128) != 0) {
-		nb_err("serve: %s: %s", o->socket_path, strerror(errno));
+		nb_err("serve: cannot create the socket %s: %s", o->socket_path, strerror(errno));
 		close(fd);
 		return -NB_EIO;
 	}
-	if (chmod(o->socket_path, o->mode) != 0)
+	if (chmod(o->socket_path, o->mode & 0777) != 0)
 		nb_warn("serve: chmod %s: %s", o->socket_path, strerror(errno));
-	if (o->group) {
-		struct group *g = getgrnam(o->group);
-		if (!g || chown(o->socket_path, (uid_t)-1, g->gr_gid) != 0) {
-			nb_err("serve: cannot give %s to group '%s'", o->socket_path, o->group);
-			close(fd);
-			unlink(o->socket_path);
-			return -NB_EINVAL;
-		}
+	if (gid != (gid_t)-1 && chown(o->socket_path, (uid_t)-1, gid) != 0) {
+		nb_err("serve: cannot give %s to group %s: %s", o->socket_path, o->group,
+		       strerror(errno));
+		close(fd);
+		unlink(o->socket_path);
+		return -NB_EPERM;
 	}
 	s->unix_fd = fd;
 	return 0;
@@ -913,22 +1160,53 @@ static int listen_tcp(struct server *s)
 	return 0;
 }
 
+/* The characters of a Bearer token (RFC 6750 token68): a key with any
+ * other could never be sent, so it is refused here. */
+static size_t bad_key_char(const char *k, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && (((k[i] | 32) >= 'a' && (k[i] | 32) <= 'z') || (k[i] >= '0' && k[i] <= '9') ||
+			 (k[i] && strchr("-._~+/", k[i]))))
+		i++;
+	while (i < n && k[i] == '=')
+		i++;
+	return i;
+}
+
 static int read_api_key(struct server *s)
 {
-	FILE *f = fopen(s->o->api_key_file, "r");
-	size_t n;
+	const char *path = s->o->api_key_file;
+	FILE *f = fopen(path, "r");
+	struct stat st;
+	size_t n, bad;
+	bool more;
 
 	if (!f) {
-		nb_err("serve: --api-key-file %s: %s", s->o->api_key_file, strerror(errno));
+		nb_err("serve: --api-key-file %s: %s", path, strerror(errno));
 		return -NB_ENOENT;
 	}
-	n = fread(s->api_key, 1, sizeof(s->api_key) - 1, f);
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
+		nb_warn("serve: %s can be read by every user of this machine (chmod 600 it)", path);
+	n = fread(s->api_key, 1, sizeof(s->api_key), f);
+	more = fgetc(f) != EOF;
 	fclose(f);
-	while (n && (s->api_key[n - 1] == '\n' || s->api_key[n - 1] == '\r' || s->api_key[n - 1] == ' '))
+	while (n && s->api_key[n - 1] && strchr("\n\r \t", s->api_key[n - 1]))
 		n--;
+	if (n > API_KEY_MAX || more) {
+		nb_err("serve: the API key in %s is longer than %d bytes", path, API_KEY_MAX);
+		return -NB_EFORMAT;
+	}
 	s->api_key[n] = '\0';
+	bad = bad_key_char(s->api_key, n);
+	if (bad < n) {
+		nb_err("serve: the API key in %s has a character a Bearer token cannot carry "
+		       "(byte %zu, 0x%02x): use letters, digits and -._~+/ (= at the end)", path,
+		       bad + 1, (unsigned char)s->api_key[bad]);
+		return -NB_EFORMAT;
+	}
 	if (n < 16) {
-		nb_err("serve: the API key in %s is shorter than 16 characters", s->o->api_key_file);
+		nb_err("serve: the API key in %s is shorter than 16 characters", path);
 		return -NB_EINVAL;
 	}
 	s->api_key_len = n;
@@ -947,35 +1225,32 @@ static void setup_template(struct server *s)
 	size_t len;
 
 	s->lim.tmpl = NULL;
-	if (nb_image_meta(&s->llm.img, "chat_template", &v, &len) == 0 &&
+	if (nb_image_meta(&s->llm->img, "chat_template", &v, &len) == 0 &&
 	    nb_chat_tmpl_detect(&s->tmpl, v, len) == 0)
 		s->lim.tmpl = &s->tmpl;
-	name = nb_image_meta(&s->llm.img, "name", &v, &len) == 0 ? v : "model";
+	name = nb_image_meta(&s->llm->img, "name", &v, &len) == 0 ? v : "model";
 	snprintf(s->name_buf, sizeof(s->name_buf), "%.*s", name == v ? (int)len : 5, name);
 	s->model_name = s->name_buf;
 }
 
-/* The loader thread: image, tokenizer, model, scheduler; then a word on load_fd. */
+/* The loader thread: the slots' KV caches (faulted in whole, which takes
+ * a while for large ones) and the threads; then a word on load_fd. */
 static void *load_main(void *arg)
 {
 	struct server *s = arg;
 	struct nb_sched_opts *so = &s->so;
 	const uint64_t one = 1;
 	struct nb_cpu cpu;
-	int ret = nb_llm_open(&s->llm, s->o->model, nb_image_default_flags());
+	int ret;
 
-	if (!ret) {
-		nb_openai_limits_default(&s->lim);
-		setup_template(s);
-		nb_cpu_detect(&cpu);
-		so->ctx = so->ctx ? so->ctx
-				  : (s->llm.model.hp.seq_len < 2048 ? s->llm.model.hp.seq_len : 2048);
-		so->threads = so->threads ? so->threads
-					  : (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus
-										      : CONFIG_MAX_THREADS);
-		s->lim.max_tokens = s->o->max_tokens ? s->o->max_tokens : so->ctx;
-		ret = nb_sched_open(&s->sched, &s->llm, so);
-	}
+	nb_openai_limits_default(&s->lim);
+	setup_template(s);
+	nb_cpu_detect(&cpu);
+	so->threads = so->threads ? so->threads
+				  : (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus
+									      : CONFIG_MAX_THREADS);
+	s->lim.max_tokens = s->o->max_tokens ? s->o->max_tokens : so->ctx;
+	ret = nb_sched_open(&s->sched, s->llm, so);
 	s->load_ret = ret;
 	if (write(s->load_fd, &one, sizeof(one)) < 0)
 		nb_err("serve: cannot signal the end of loading");
@@ -992,7 +1267,8 @@ static int loaded(struct server *s)
 	pthread_join(s->loader, NULL);
 	s->loader_running = false;
 	if (s->load_ret) {
-		nb_err("serve: cannot load %s: %s", s->o->model, nb_strerror(s->load_ret));
+		nb_err("serve: cannot set up %u slots of %u positions: %s", s->so.slots, s->so.ctx,
+		       nb_strerror(s->load_ret));
 		return s->load_ret;
 	}
 	s->loaded = true;
@@ -1010,17 +1286,13 @@ static int setup(struct server *s, const struct nb_server_opts *o)
 	s->so = o->sched;
 	s->ep = s->sfd = s->efd = s->load_fd = s->unix_fd = s->tcp_fd = -1;
 	s->created = (int64_t)time(NULL);
-	nb_llm_init(&s->llm);
+	s->llm = o->llm;
 	if (o->listen && !o->api_key_file) {
 		nb_err("serve: --listen needs --api-key-file (TCP clients must authenticate)");
 		return -NB_EINVAL;
 	}
 	if (o->api_key_file && (ret = read_api_key(s)))
 		return ret;
-	if (access(o->model, R_OK) != 0) {
-		nb_err("serve: %s: %s", o->model, strerror(errno));
-		return -NB_ENOENT;
-	}
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	s->load_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	s->so.notify_fd = s->efd;
@@ -1088,7 +1360,6 @@ static void teardown(struct server *s)
 		close(s->efd);
 	if (s->load_fd >= 0)
 		close(s->load_fd);
-	nb_llm_close(&s->llm);
 }
 
 int nb_server_run(const struct nb_server_opts *o)

@@ -12,7 +12,8 @@
 #define NB_SERVER_MAX_ALLOW 16
 
 struct nb_server_opts {
-	const char *model;
+	const char *model;         /* its path, for messages */
+	const struct nb_llm *llm;  /* the model, opened by the caller, outliving the server */
 	const char *socket_path;   /* AF_UNIX listener */
 	const char *group;         /* group of the socket, or NULL */
 	unsigned mode;             /* permissions of the socket (0660) */
@@ -28,7 +29,7 @@ struct nb_server_opts {
 	double grace;              /* on SIGTERM: seconds in-flight requests may finish */
 	size_t max_out;            /* bytes queued for a slow reader before it is dropped */
 	uint32_t max_tokens;       /* cap of max_tokens (0: the context) */
-	struct nb_sched_opts sched;
+	struct nb_sched_opts sched; /* ctx: nb_llm_context's */
 	struct nb_http_limits http;
 };
 

@@ -33,16 +33,16 @@ poke "$tmp/long.nib" $((hp + 32)) '\000\000\002\000' # a Llama 3.2 context, 1310
 check_output "a long-context image still passes inspect --check" "golden vector reproduced" \
 	"$NB" inspect --check "$tmp/long.nib"
 check_output "run's default context is 2048, said on stderr, and so is its KV cache" \
-	"context of 2048 of the model's 131072 positions.*KV cache 2560 KiB" \
+	"context 2048 positions a sequence \(the default at most; the model takes --ctx up to 131072\).*KV cache 2560 KiB" \
 	sh -c "\"$NB\" run -m \"$tmp/long.nib\" -p Once -n 4 -v 2>&1 | tr '\n' ' '"
 check_output "--ctx sets it" "KV cache 5120 KiB" \
 	"$NB" run -m "$tmp/long.nib" -p Once -n 4 -v --ctx 4096
-check_fails "a --ctx above the model's context is an error naming --ctx" 1 \
-	"--ctx 600 exceeds the model's context of 512" \
+check_usage "a --ctx above the model's context is a usage error naming --ctx" \
+	"run: --ctx 600: this model's context is at most 512 positions \(see nibble run --help\)" \
 	"$NB" run -m "$tmp/l.nib" -p Once -n 4 --ctx 600
 # 131072 positions take 168 MB of KV cache: more than a 100 MB address space.
 check_fails "a --ctx whose KV cache does not fit the memory is an error naming --ctx" 1 \
-	"--ctx 131072 needs a KV cache of 167\.8 MB" \
+	"--ctx 131072: 1 KV cache of 167\.8 MB do not fit the 100\.2 MB of memory available" \
 	sh -c "ulimit -v 100000 && exec \"$NB\" run -m \"$tmp/long.nib\" -p Once -n 4 --ctx 131072"
 check_output "while the default context runs in it" "^Once" \
 	sh -c "ulimit -v 100000 && exec \"$NB\" run -m \"$tmp/long.nib\" -p Once -n 4 --temp 0"

@@ -687,6 +687,42 @@ static void test_kv_too_large(void **state)
 	nb_kv_close(&kv);
 }
 
+/* A context opened with no_kv0 (the scheduler's: each slot brings its own
+ * cache) maps no cache of its own; the calls that would use one refuse
+ * with an error, and rows with their own caches run as usual. */
+static void test_no_kv0(void **state)
+{
+	struct fixture *fx = *state;
+	const struct nb_fwd_opts o = { .max_ctx = 512, .no_kv0 = true };
+	const int32_t toks[] = { 1, 403 };
+	const uint32_t pos[] = { 0, 1 };
+	struct nb_kv own, *kvs[] = { &own, &own };
+	float ref[512], *logits = NULL;
+	struct nb_fwd f, g;
+
+	assert_int_equal(nb_fwd_open(&g, &fx->m, 512), 0);
+	assert_int_equal(nb_fwd_prompt(&g, toks, 2, 0, &logits), 0);
+	memcpy(ref, logits, sizeof(ref));
+	nb_fwd_close(&g);
+
+	assert_int_equal(nb_fwd_open_opts(&f, &fx->m, &o), 0);
+	assert_null(f.kv0.map);
+	assert_null(f.kv0.k);
+	logits = NULL;
+	assert_int_equal(nb_fwd_token(&f, 1, 0, &logits), -NB_EINVAL);
+	assert_int_equal(nb_fwd_prompt(&f, toks, 2, 0, &logits), -NB_EINVAL);
+	assert_int_equal(nb_fwd_batch(&f, 2, toks, pos, NULL, NULL, &logits), -NB_EINVAL);
+	assert_null(logits);
+	assert_int_equal(nb_kv_open(&own, &fx->m, 512), 0);
+	assert_int_equal(nb_fwd_batch(&f, 2, toks, pos, kvs, NULL, &logits), 0);
+	assert_memory_equal(ref, logits, sizeof(ref));
+	nb_kv_close(&own);
+	nb_fwd_close(&f);
+	assert_int_equal(nb_fwd_open_opts(&f, &fx->m, &(struct nb_fwd_opts){ .max_ctx = 513,
+									 .no_kv0 = true }),
+			 -NB_ERANGE);
+}
+
 static void test_no_allocation_per_token(void **state)
 {
 #ifdef HAVE_MALLOC_HOOKS
@@ -1149,6 +1185,7 @@ int main(void)
 		cmocka_unit_test(test_kv_positions),
 		cmocka_unit_test(test_range_errors),
 		cmocka_unit_test(test_kv_too_large),
+		cmocka_unit_test(test_no_kv0),
 		cmocka_unit_test(test_no_allocation_per_token),
 		cmocka_unit_test(test_llama3_rope_wide_heads),
 		cmocka_unit_test(test_layer_pieces),

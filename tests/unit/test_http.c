@@ -514,6 +514,35 @@ static void test_expect_continue(void **state)
 	conn_close(&c);
 }
 
+/* The server checks credentials once the head is in, before buffering a
+ * body of up to max_body_bytes for a client that may not send it. */
+static void test_head_done(void **state)
+{
+	const char *head = "POST /v1/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n"
+			   "Authorization: Bearer abc\r\n\r\n";
+	const char *bad = "GET / HTTP/1.1\nHost: a\r\n\r\n", *tok;
+	struct conn c;
+	size_t used, len;
+
+	(void)state;
+	conn_open(&c, NULL);
+	assert_false(nb_http_head_done(&c.p));
+	assert_int_equal(nb_http_feed(&c.p, head, strlen(head) - 1, &used), NB_HTTP_NEED_MORE);
+	assert_false(nb_http_head_done(&c.p));
+	assert_int_equal(nb_http_feed(&c.p, "\n", 1, &used), NB_HTTP_NEED_MORE);
+	assert_true(nb_http_head_done(&c.p));
+	assert_true(nb_http_bearer(&c.p.req, &tok, &len));
+	assert_memory_equal(tok, "abc", 3);
+	assert_int_equal(nb_http_feed(&c.p, "xy", 2, &used), NB_HTTP_NEED_MORE);
+	assert_true(nb_http_head_done(&c.p)); /* and while the body arrives */
+	conn_close(&c);
+
+	conn_open(&c, NULL); /* a broken head is never done */
+	assert_true(nb_http_feed(&c.p, bad, strlen(bad), &used) < 0);
+	assert_false(nb_http_head_done(&c.p));
+	conn_close(&c);
+}
+
 static void test_space_commit(void **state)
 {
 	struct conn c;
@@ -1129,6 +1158,7 @@ int main(void)
 		cmocka_unit_test(test_chunk_roundtrip),
 		cmocka_unit_test(test_started_received),
 		cmocka_unit_test(test_expect_continue),
+		cmocka_unit_test(test_head_done),
 		cmocka_unit_test(test_space_commit),
 		cmocka_unit_test(test_bearer),
 		cmocka_unit_test(test_bad_request_line),

@@ -109,7 +109,8 @@ static void collect(struct fx *f, struct nb_sched *s, struct nb_job **jobs, stru
 					continue;
 				fin = nb_job_take(j, &buf, &len, &res[i].n_gen);
 				assert_true(res[i].len + len < sizeof(res[i].text));
-				memcpy(res[i].text + res[i].len, buf, len);
+				if (len)
+					memcpy(res[i].text + res[i].len, buf, len);
 				res[i].len += len;
 				free(buf);
 				if (fin) {
@@ -288,6 +289,108 @@ static void test_close_cancels_everything(void **state)
 	}
 }
 
+/* The slots' caches are the only ones: the forward context of the
+ * scheduler maps no cache of its own (it was 92 MB of TinyLlama at 2048). */
+static void test_no_cache_beside_the_slots(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_sched_opts o = opts(f, 2, 4, 8);
+	bool own_cache, slot_caches;
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	own_cache = s.fwd.kv0.map != NULL;
+	slot_caches = s.slots[0].kv.map && s.slots[1].kv.map;
+	nb_sched_close(&s); /* before asserting: its threads must not outlive the test */
+	assert_false(own_cache);
+	assert_true(slot_caches);
+}
+
+static struct nb_job *text_job(const char *prompt, uint32_t max_tokens)
+{
+	struct nb_job *j = nb_job_new_text(prompt, strlen(prompt), NULL, 0);
+
+	assert_non_null(j);
+	j->max_tokens = max_tokens;
+	nb_sampler_params_default(&j->sp);
+	j->sp.temperature = 0.0f;
+	return j;
+}
+
+/* A prompt given as text is tokenized by the scheduler: the same answer as
+ * its token ids, and what cannot run ends as news with its reason. */
+static void test_text_jobs(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[4];
+	static struct result r[4];
+	struct nb_sched_opts o = opts(f, 2, 4, 8);
+	char *long_prompt = malloc(4001);
+
+	memset(long_prompt, 'a', 4000);
+	long_prompt[4000] = '\0';
+	memset(r, 0, sizeof(r));
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	jobs[0] = make_job(f, "Once upon a time", 12, 0.0f, 0);
+	jobs[1] = text_job("Once upon a time", 12);
+	jobs[2] = text_job(long_prompt, 4);  /* more tokens than the 256 positions */
+	jobs[3] = text_job("The little dog", 4);
+	atomic_store(&jobs[3]->cancel, true); /* its client left before it was tokenized */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	collect(f, &s, jobs, r, 4);
+	assert_int_equal(r[1].finish, r[0].finish);
+	assert_int_equal(r[1].len, r[0].len);
+	assert_memory_equal(r[1].text, r[0].text, r[0].len);
+	assert_int_equal(jobs[1]->n_prompt, jobs[0]->n_prompt);
+	assert_int_equal(jobs[1]->error, 0);
+	assert_int_equal(r[2].finish, NB_FINISH_ERROR);
+	assert_int_equal(jobs[2]->error, -NB_ERANGE);
+	assert_true(jobs[2]->n_prompt > 256);
+	assert_int_equal(r[3].finish, NB_FINISH_CANCEL);
+	assert_int_equal(jobs[3]->error, -NB_ECANCELED);
+	assert_int_equal(atomic_load(&s.stats.queue_depth), 0);
+	/* client errors are no generation outcome */
+	assert_int_equal(atomic_load(&s.stats.requests[NB_FINISH_ERROR]), 0);
+	for (int i = 0; i < 4; i++)
+		nb_job_unref(jobs[i]);
+	free(long_prompt);
+	nb_sched_close(&s);
+}
+
+/* Prompts waiting to be tokenized hold places of the queue, and closing
+ * cancels them like queued jobs. */
+static void test_text_jobs_queue_and_close(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[8];
+	struct nb_sched_opts o = opts(f, 1, 2, 8);
+	int accepted = 0, busy = 0;
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	for (int i = 0; i < 8; i++) {
+		int ret;
+		jobs[i] = text_job(prompts[i], 200);
+		ret = nb_sched_submit(&s, jobs[i]);
+		accepted += ret == 0;
+		busy += ret == -NB_EBUSY;
+	}
+	/* one may have reached the slot already; the queue holds two */
+	assert_true(accepted >= 2 && accepted <= 3);
+	assert_int_equal(accepted + busy, 8);
+	nb_sched_close(&s);
+	for (int i = 0; i < accepted; i++) {
+		assert_int_not_equal(jobs[i]->finish, NB_FINISH_NONE);
+		nb_job_unref(jobs[i]);
+	}
+	for (int i = accepted; i < 8; i++) {
+		assert_int_equal(jobs[i]->finish, NB_FINISH_NONE);
+		nb_job_unref(jobs[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -297,6 +400,9 @@ int main(void)
 		cmocka_unit_test(test_cancel_frees_the_slot),
 		cmocka_unit_test(test_stop_string_and_length),
 		cmocka_unit_test(test_close_cancels_everything),
+		cmocka_unit_test(test_no_cache_beside_the_slots),
+		cmocka_unit_test(test_text_jobs),
+		cmocka_unit_test(test_text_jobs_queue_and_close),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
