@@ -105,6 +105,8 @@ struct attn {
 	uint32_t n, layer;
 	const uint32_t *pos;
 	struct nb_kv *const *kv;
+	bool by_rows;
+	struct nb_pool_work work; /* rows, or units in chunks of one KV head */
 };
 
 /* Attention goes to the kernel table in units of up to four query heads
@@ -139,38 +141,45 @@ static void attend(struct nb_fwd *f, const struct nb_kv *kv, uint32_t layer, uin
 			1.0f / sqrtf((float)hd));
 }
 
+/* Many rows (a prompt, or a batch of sequences) are claimed a whole row at
+ * a time, last row first: a row's work grows with its position, so the
+ * longest go first and the short ones even out the end (dealt out in a
+ * fixed pattern, a prompt's later rows kept one thread working while the
+ * others waited). A few rows (decode) are claimed by KV head: the units
+ * of one KV head together, so each KV head is read from memory once. */
 static void attn_worker(void *arg, unsigned ith, unsigned nth)
 {
-	const struct attn *a = arg;
+	struct attn *a = arg;
 	const struct nb_hparams *hp = &a->f->m->hp;
 	const uint32_t units = hp->n_kv_heads * units_per_kv_head(hp);
 	float *scratch = a->f->att + (size_t)ith * NB_ATTN_SCRATCH(a->f->max_ctx, hp->head_dim);
 	uint64_t t0, t1;
+	(void)nth;
 
-	if (a->n >= 2 * nth) {
-		/* many rows (a prompt, or a batch of sequences): a row's work
-		 * grows with its position, so rows are dealt round-robin, whole
-		 * (a contiguous split left the thread with a prompt's later rows
-		 * working while the others waited) */
-		for (uint32_t b = ith; b < a->n; b += nth)
-			for (uint32_t u = 0; u < units; u++)
+	while (nb_pool_claim(&a->work, &t0, &t1)) {
+		for (uint64_t t = t0; t < t1; t++) {
+			if (a->by_rows) {
+				const uint32_t b = a->n - 1 - (uint32_t)t;
+				for (uint32_t u = 0; u < units; u++)
+					attend(a->f, a->kv[b], a->layer, b, u, a->pos[b], scratch);
+			} else {
+				const uint32_t b = (uint32_t)(t / units), u = (uint32_t)(t % units);
 				attend(a->f, a->kv[b], a->layer, b, u, a->pos[b], scratch);
-		return;
-	}
-	/* decode: contiguous units, so that a thread's units share few KV
-	 * heads and each KV head is read from memory once */
-	nb_pool_split((uint64_t)a->n * units, ith, nth, &t0, &t1);
-	for (uint64_t t = t0; t < t1; t++) {
-		uint32_t b = (uint32_t)(t / units), u = (uint32_t)(t % units);
-		attend(a->f, a->kv[b], a->layer, b, u, a->pos[b], scratch);
+			}
+		}
 	}
 }
-
 
 void nb_kv_attend(struct nb_fwd *f, uint32_t n, uint32_t layer, const uint32_t *pos,
 		  struct nb_kv *const *kv)
 {
-	struct attn at = { f, n, layer, pos, kv };
+	const struct nb_hparams *hp = &f->m->hp;
+	struct attn at = { f, n, layer, pos, kv, n >= 2 * f->n_threads, { 0 } };
 
+	if (at.by_rows)
+		nb_pool_work_init(&at.work, n, 1);
+	else
+		nb_pool_work_init(&at.work, (uint64_t)n * hp->n_kv_heads * units_per_kv_head(hp),
+				  units_per_kv_head(hp));
 	nb_fwd_parallel(f, attn_worker, &at);
 }

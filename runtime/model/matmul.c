@@ -24,24 +24,30 @@ struct swiglu_job {
 	const float *up;
 	uint32_t m, k;
 	struct nb_qact *a;
+	struct nb_pool_work blocks; /* of the quantization group, else of 16 floats */
 };
+
+/* Blocks of a chunk: 16 blocks of 32 floats, 64 bytes of scales. */
+#define SWIGLU_CHUNK 16
 
 static void swiglu_worker(void *arg, unsigned ith, unsigned nth)
 {
-	const struct swiglu_job *j = arg;
+	struct swiglu_job *j = arg;
 	const struct nb_kernels *kern = j->kern;
-	/* blocks of the quantization group, else any size: 16 floats */
 	const uint32_t G = j->a ? j->a->group : 16, per_row = (j->k + G - 1) / G;
 	uint64_t b0, b1;
+	(void)ith;
+	(void)nth;
 
-	nb_pool_split((uint64_t)j->m * per_row, ith, nth, &b0, &b1);
-	for (uint64_t b = b0; b < b1; b++) {
-		const size_t row = (size_t)(b / per_row) * j->k, c0 = (size_t)(b % per_row) * G;
-		const size_t c1 = c0 + G < j->k ? c0 + G : j->k;
-		kern->silu_mul(j->gate + row + c0, j->up + row + c0, c1 - c0);
+	while (nb_pool_claim(&j->blocks, &b0, &b1)) {
+		for (uint64_t b = b0; b < b1; b++) {
+			const size_t row = (size_t)(b / per_row) * j->k, c0 = (size_t)(b % per_row) * G;
+			const size_t c1 = c0 + G < j->k ? c0 + G : j->k;
+			kern->silu_mul(j->gate + row + c0, j->up + row + c0, c1 - c0);
+		}
+		if (j->a)
+			nb_quant_act_blocks(j->a, j->gate, b0, b1);
 	}
-	if (j->a)
-		nb_quant_act_blocks(j->a, j->gate, b0, b1);
 }
 
 struct matmul {
@@ -171,7 +177,7 @@ static void matmul_worker(void *arg, unsigned ith, unsigned nth)
 void nb_fwd_parallel(struct nb_fwd *f, nb_pool_fn fn, void *arg)
 {
 	if (f->pool)
-		nb_pool_run(f->pool, fn, arg);
+		nb_pool_share(f->pool, fn, arg);
 	else
 		fn(arg, 0, 1);
 }
@@ -179,15 +185,21 @@ void nb_fwd_parallel(struct nb_fwd *f, nb_pool_fn fn, void *arg)
 struct quant_job {
 	struct nb_qact *a;
 	const float *x;
+	struct nb_pool_work blocks;
 };
+
+/* Blocks of a chunk: 64 bytes of scales. */
+#define QUANT_CHUNK 16
 
 static void quant_worker(void *arg, unsigned ith, unsigned nth)
 {
-	const struct quant_job *q = arg;
-	uint64_t b0, b1, n = (uint64_t)q->a->m * (q->a->kp / q->a->group);
+	struct quant_job *q = arg;
+	uint64_t b0, b1;
+	(void)ith;
+	(void)nth;
 
-	nb_pool_split(n, ith, nth, &b0, &b1);
-	nb_quant_act_blocks(q->a, q->x, b0, b1);
+	while (nb_pool_claim(&q->blocks, &b0, &b1))
+		nb_quant_act_blocks(q->a, q->x, b0, b1);
 }
 
 /* The activation buffer for w's group size, shaped for m rows of its
@@ -208,8 +220,9 @@ struct nb_qact *nb_mm_act_for(struct nb_fwd *f, const struct nb_tensor *w, uint3
 static const struct nb_qact *quantize_input(struct nb_fwd *f, const struct nb_tensor *w,
 					    const float *x, uint32_t m)
 {
-	struct quant_job q = { nb_mm_act_for(f, w, m), x };
+	struct quant_job q = { nb_mm_act_for(f, w, m), x, { 0 } };
 
+	nb_pool_work_init(&q.blocks, (uint64_t)m * (q.a->kp / q.a->group), QUANT_CHUNK);
 	nb_fwd_parallel(f, quant_worker, &q);
 	return q.a;
 }
@@ -265,7 +278,9 @@ void nb_mm1(struct nb_fwd *f, float *out, const struct nb_tensor *w, const float
 void nb_mm_swiglu(struct nb_fwd *f, float *gate, const float *up, uint32_t m, uint32_t k,
 		  struct nb_qact *a)
 {
-	struct swiglu_job sj = { f->kern, gate, up, m, k, a };
+	struct swiglu_job sj = { f->kern, gate, up, m, k, a, { 0 } };
+	const uint32_t G = a ? a->group : 16;
 
+	nb_pool_work_init(&sj.blocks, (uint64_t)m * ((k + G - 1) / G), SWIGLU_CHUNK);
 	nb_fwd_parallel(f, swiglu_worker, &sj);
 }

@@ -1,16 +1,32 @@
-/* Worker thread pool: dispatch by generation counter, completion by
- * countdown, each waited on by spinning and then sleeping on a futex.
+/* Worker thread pool: dispatch and joining through one state word,
+ * completion by a count of finished workers, each waited on by spinning and
+ * then sleeping on a futex.
+ *
+ * The state word is gen << 9 | OPEN | joined. A run sets it to the next
+ * generation, open, none joined. A worker that sees a new generation joins
+ * by a CAS that adds one to joined while the word is still open and of
+ * that generation, and gets joined + 1 as its ith; the caller ends an
+ * nb_pool_share offer by clearing OPEN with a fetch_and, which returns how
+ * many joined, and waits for that many to finish. The CAS and the fetch_and
+ * act on one word, so a worker either joined before the offer ended (and
+ * is waited for) or cannot join at all. nb_pool_run waits for all
+ * n_threads - 1 instead. The generation has 23 bits: a worker compares it
+ * only with the last one it saw, and a worker that had missed exactly 2^23
+ * runs (hours of decode without once getting a CPU) and so took the new
+ * one for the old would skip one run -- fatal only to an nb_pool_run.
  *
  * Memory ordering, in one place:
- * - Dispatch: the caller writes fn, arg and pending with plain/relaxed
- *   stores, then bumps gen with a release store. A worker spins on gen with
- *   relaxed loads; the load that ends its wait is an acquire, so it sees
- *   fn, arg and pending of this run.
- * - Completion: each worker's fetch_sub on pending is a release; they form
- *   one release sequence, so the caller's acquire load that reads 0 makes
- *   every worker's writes (and its reads of fn/arg, which must finish
- *   before the next run rewrites them) happen before nb_pool_run returns.
- *   (Acquire loads rather than acquire fences: the same cost, and
+ * - Dispatch: the caller writes fn, arg and done with plain/relaxed
+ *   stores, then stores the state word with release. A worker's joining
+ *   CAS is an acquire that reads that store or a later CAS of another
+ *   worker (RMWs continue the release sequence), so it sees fn, arg and
+ *   done of this run.
+ * - Completion: each worker's fetch_add on done is a release; they form
+ *   one release sequence, so the caller's acquire load that reads the
+ *   count it waits for makes every joined worker's writes (and its reads
+ *   of fn/arg, which must finish before the next run rewrites them) happen
+ *   before the run returns. A worker that did not join reads nothing of
+ *   the run. (Acquire loads rather than acquire fences: the same cost, and
  *   ThreadSanitizer understands them.)
  * - Sleeping (the only seq_cst): a sleeper increments its "asleep" counter,
  *   a seq_cst fence, then re-reads the word it waits on; a waker changes
@@ -20,12 +36,11 @@
  *   that read the old word but has not yet entered the kernel is covered by
  *   FUTEX_WAIT itself, which re-checks the word atomically against the
  *   wake. So the dispatcher skips the syscall when nobody sleeps.
- * gen wraps after 2^32 runs harmlessly: a worker never falls more than one
- * generation behind, because each run waits for every worker.
  */
 #include "runtime/model/pool.h"
 
 #include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 
 #include <limits.h>
@@ -47,7 +62,17 @@
  * with room for kernels' tiles and the sanitizers' redzones. */
 #define NB_POOL_STACK (1u << 20)
 
+#define ST_JOINED 0xffu /* workers joined: at most CONFIG_MAX_THREADS - 1 */
+#define ST_OPEN (1u << 8)
+#define ST_GEN_SHIFT 9
+
 _Static_assert(sizeof(atomic_uint) == 4, "a futex word is 32 bits");
+_Static_assert(CONFIG_MAX_THREADS - 1 <= ST_JOINED, "joined workers fit the state word");
+
+static unsigned gen_of(unsigned state)
+{
+	return state >> ST_GEN_SHIFT;
+}
 
 /* ---- waiting ------------------------------------------------------------ */
 
@@ -96,7 +121,7 @@ static void wait_while(struct nb_pool *p, atomic_uint *word, unsigned val, atomi
 		atomic_fetch_add_explicit(&p->n_sleeps, 1, memory_order_relaxed);
 		futex_wait(word, val);
 	}
-	/* relaxed: reaches the next dispatcher through the release on pending */
+	/* relaxed: a dispatcher that still sees us asleep only wakes in vain */
 	atomic_fetch_sub_explicit(asleep, 1, memory_order_relaxed);
 }
 
@@ -110,23 +135,41 @@ static void wake_sleepers(struct nb_pool *p, atomic_uint *word, atomic_uint *asl
 
 /* ---- workers ------------------------------------------------------------ */
 
+/* Joins the run of generation gen if it is still open: ith, or 0 if not. */
+static unsigned join(struct nb_pool *p, unsigned s, unsigned gen)
+{
+	while (gen_of(s) == gen && (s & ST_OPEN)) {
+		if (atomic_compare_exchange_weak_explicit(&p->state, &s, s + 1,
+							 memory_order_acquire, memory_order_relaxed))
+			return (s & ST_JOINED) + 1;
+	}
+	return 0;
+}
+
+/* Counts this worker out of the run; the caller may be asleep on done. */
+static void finish(struct nb_pool *p)
+{
+	atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+	wake_sleepers(p, &p->done, &p->caller_asleep);
+}
+
 static void *worker_main(void *v)
 {
 	struct nb_pool_worker *w = v;
 	struct nb_pool *p = w->pool;
-	unsigned seen = 0; /* gen at creation: run() cannot start before open returns */
-	nb_pool_fn fn;
+	unsigned seen = 0, s, ith; /* state at creation: no run before open returns */
 
 	for (;;) {
-		while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen)
-			wait_while(p, &p->gen, seen, &p->workers_asleep);
-		seen++;
-		fn = p->fn;
-		if (!fn)
+		while (gen_of(s = atomic_load_explicit(&p->state, memory_order_acquire)) == seen)
+			wait_while(p, &p->state, s, &p->workers_asleep);
+		seen = gen_of(s);
+		if (atomic_load_explicit(&p->stop, memory_order_relaxed))
 			return NULL;
-		fn(p->arg, w->ith, p->n_threads);
-		if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release) == 1)
-			wake_sleepers(p, &p->pending, &p->caller_asleep);
+		ith = join(p, s, seen);
+		if (!ith)
+			continue; /* the caller got there first: nothing of it is ours */
+		p->fn(p->arg, ith, p->n_threads);
+		finish(p);
 	}
 }
 
@@ -186,6 +229,15 @@ static void pin_caller(struct nb_pool *p, int cpu)
 	p->caller_pinned = pin(p->caller, cpu, 0);
 }
 
+/* The CPU of thread i: cpus[i], or by default i when the build pins
+ * (CONFIG_POOL_PIN), else none. */
+static int cpu_of(const int *cpus, unsigned i)
+{
+	if (cpus)
+		return cpus[i];
+	return IS_ENABLED(CONFIG_POOL_PIN) ? (int)i : -1;
+}
+
 /* Workers inherit the creator's signal mask: creating them with every
  * signal blocked leaves no window in which one could take a signal. */
 static int start_workers(struct nb_pool *p, const int *cpus)
@@ -203,10 +255,10 @@ static int start_workers(struct nb_pool *p, const int *cpus)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (unsigned i = 1; i < p->n_threads; i++) {
 		struct nb_pool_worker *w = &p->workers[i];
-		int cpu = cpus ? cpus[i] : (int)i;
+		int cpu = cpu_of(cpus, i);
 
 		w->pool = p;
-		w->ith = i;
+		w->index = i;
 		rc = pthread_create(&w->thread, &attr, worker_main, w);
 		if (rc) {
 			nb_err("pool: cannot start worker %u of %u: %s", i, p->n_threads - 1,
@@ -233,8 +285,9 @@ int nb_pool_open(struct nb_pool *p, unsigned n_threads, const int *cpus)
 	err = check_args(&n_threads, cpus);
 	if (err)
 		return err;
-	atomic_init(&p->gen, 0);
-	atomic_init(&p->pending, 0);
+	atomic_init(&p->state, 0);
+	atomic_init(&p->stop, false);
+	atomic_init(&p->done, 0);
 	atomic_init(&p->caller_asleep, 0);
 	atomic_init(&p->workers_asleep, 0);
 	atomic_init(&p->spin, NB_POOL_SPIN_DEFAULT);
@@ -243,7 +296,7 @@ int nb_pool_open(struct nb_pool *p, unsigned n_threads, const int *cpus)
 	p->n_threads = n_threads;
 	if (oversubscribed(n_threads))
 		atomic_init(&p->spin, 0);
-	pin_caller(p, cpus ? cpus[0] : 0);
+	pin_caller(p, cpu_of(cpus, 0));
 	err = start_workers(p, cpus);
 	if (err)
 		nb_pool_close(p);
@@ -255,11 +308,12 @@ void nb_pool_close(struct nb_pool *p)
 	if (!p || p->n_threads == 0)
 		return;
 	if (p->n_started) {
-		unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed);
+		unsigned s = atomic_load_explicit(&p->state, memory_order_relaxed);
 
-		p->fn = NULL;
-		atomic_store_explicit(&p->gen, g + 1, memory_order_release);
-		wake_sleepers(p, &p->gen, &p->workers_asleep);
+		atomic_store_explicit(&p->stop, true, memory_order_relaxed);
+		atomic_store_explicit(&p->state, (gen_of(s) + 1) << ST_GEN_SHIFT,
+				      memory_order_release);
+		wake_sleepers(p, &p->state, &p->workers_asleep);
 		for (unsigned i = 1; i <= p->n_started; i++)
 			pthread_join(p->workers[i].thread, NULL);
 	}
@@ -269,26 +323,55 @@ void nb_pool_close(struct nb_pool *p)
 	memset(p, 0, sizeof(*p));
 }
 
-void nb_pool_run(struct nb_pool *p, nb_pool_fn fn, void *arg)
+/* Opens the next generation to the workers. Between runs the state word is
+ * still: the last run's offer ended, or every worker joined it. */
+static void dispatch(struct nb_pool *p, nb_pool_fn fn, void *arg)
 {
-	unsigned nth = p->n_threads;
-	unsigned g, left;
+	unsigned s = atomic_load_explicit(&p->state, memory_order_relaxed);
+
+	p->fn = fn;
+	p->arg = arg;
+	atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->state, (gen_of(s) + 1) << ST_GEN_SHIFT | ST_OPEN,
+			      memory_order_release);
+	wake_sleepers(p, &p->state, &p->workers_asleep);
+}
+
+static void wait_done(struct nb_pool *p, unsigned n)
+{
+	unsigned d;
+
+	while ((d = atomic_load_explicit(&p->done, memory_order_acquire)) != n)
+		wait_while(p, &p->done, d, &p->caller_asleep);
+}
+
+void nb_pool_share(struct nb_pool *p, nb_pool_fn fn, void *arg)
+{
+	unsigned nth = p->n_threads, joined;
 
 	if (nth <= 1) {
 		fn(arg, 0, 1);
 		return;
 	}
-	p->fn = fn;
-	p->arg = arg;
-	atomic_store_explicit(&p->pending, nth - 1, memory_order_relaxed);
-	g = atomic_load_explicit(&p->gen, memory_order_relaxed); /* only we write it */
-	atomic_store_explicit(&p->gen, g + 1, memory_order_release);
-	wake_sleepers(p, &p->gen, &p->workers_asleep);
-
+	dispatch(p, fn, arg);
 	fn(arg, 0, nth);
+	/* every piece is claimed: a worker joining now would find nothing */
+	joined = atomic_fetch_and_explicit(&p->state, ~ST_OPEN, memory_order_relaxed) & ST_JOINED;
+	wait_done(p, joined);
+}
 
-	while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0)
-		wait_while(p, &p->pending, left, &p->caller_asleep);
+void nb_pool_run(struct nb_pool *p, nb_pool_fn fn, void *arg)
+{
+	unsigned nth = p->n_threads;
+
+	if (nth <= 1) {
+		fn(arg, 0, 1);
+		return;
+	}
+	dispatch(p, fn, arg);
+	fn(arg, 0, nth);
+	wait_done(p, nth - 1);
+	atomic_fetch_and_explicit(&p->state, ~ST_OPEN, memory_order_relaxed);
 }
 
 void nb_pool_set_spin(struct nb_pool *p, unsigned iterations)

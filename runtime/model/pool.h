@@ -1,18 +1,33 @@
 /* Worker thread pool for the kernels: the calling thread plus n_threads - 1
- * workers pinned to cores. The decode loop dispatches ~150 parallel
- * sections per token, so nb_pool_run() is built for latency: workers spin
- * on a generation counter, then fall back to a futex; the dispatcher makes
- * a syscall only when some worker is asleep. nb_pool_run() takes no lock,
- * makes no allocation and, while the workers are spinning, no syscall.
+ * workers. The decode loop dispatches ~150 parallel sections per token, so
+ * a run is built for latency: idle workers spin on one state word, then
+ * fall back to a futex; the dispatcher makes a syscall only when some
+ * worker is asleep. A run takes no lock, makes no allocation and, while the
+ * workers are spinning, no syscall.
+ *
+ * Two kinds of runs:
+ * - nb_pool_share(): fn runs on the caller and on each worker that comes
+ *   to it before the caller's fn has returned; workers that come later skip
+ *   it. fn must take its work by claiming it (nb_pool_claim, or stealing
+ *   as the matrix products do), never by its thread number, so that
+ *   whoever runs does all of it. The run then waits only for the workers
+ *   that took part: a worker the kernel has descheduled (another process
+ *   busy on its core) costs nothing unless it was preempted holding work.
+ *   Only the caller's fn returning ends the offer, so it must return only
+ *   once every piece of work is claimed.
+ * - nb_pool_run(): fn runs on every thread once, for static splits
+ *   (nb_pool_split); the run waits for the slowest thread.
+ * In both, fn(arg, ith, nth) gets nth = n_threads and an ith unique in the
+ * run: 0 for the caller, then 1, 2, ... in the order workers joined (not a
+ * fixed thread: scratch indexed by ith is safe, a static split over ith
+ * only in nb_pool_run).
  *
  * Rules for callers:
  * - the pool is not movable: workers hold its address from open to close;
- * - nb_pool_run() is called by one thread at a time, never from inside fn,
- *   and never concurrently with nb_pool_close();
- * - fn runs on every thread (ith = 0..nth-1, the caller is ith 0) and
- *   decides its share with nb_pool_split(); whatever fn writes is visible to
- *   the caller when nb_pool_run() returns, and whatever the caller wrote
- *   before nb_pool_run() is visible to fn.
+ * - runs are started by one thread at a time, never from inside fn, and
+ *   never concurrently with nb_pool_close();
+ * - whatever fn writes is visible to the caller when the run returns, and
+ *   whatever the caller wrote before the run is visible to fn.
  */
 #ifndef NB_POOL_H
 #define NB_POOL_H
@@ -20,6 +35,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Pause iterations before sleeping: ~0.3 ms at the 15 ns per pause measured
@@ -33,22 +49,24 @@ struct nb_pool;
 struct nb_pool_worker {
 	struct nb_pool *pool;
 	pthread_t thread;
-	unsigned ith;
+	unsigned index; /* 1..n_threads-1: which thread (and CPU, if pinned) */
 };
 
 /* Fields written in the hot path sit on separate cache lines: workers spin
- * on the line holding gen, and every worker's completion writes pending. */
+ * on the line holding state, and every worker's completion writes done. */
 struct nb_pool {
-	/* written by the dispatcher once per run, read by every worker */
-	_Alignas(64) atomic_uint gen; /* futex word: bumped once per run */
-	nb_pool_fn fn;                /* NULL tells the workers to exit */
+	/* futex word: generation (bumped once per run) << 9 | open << 8 |
+	 * workers joined; written by the dispatcher and by joining workers */
+	_Alignas(64) atomic_uint state;
+	nb_pool_fn fn;
 	void *arg;
 	unsigned n_threads;           /* including the caller; 0 when closed */
+	atomic_bool stop;             /* tells the workers to exit */
 
-	_Alignas(64) atomic_uint pending; /* futex word: workers still running fn */
-	atomic_uint caller_asleep;        /* 1 while the caller sleeps on pending */
+	_Alignas(64) atomic_uint done; /* futex word: workers finished with fn */
+	atomic_uint caller_asleep;     /* 1 while the caller sleeps on done */
 
-	_Alignas(64) atomic_uint workers_asleep; /* workers sleeping on gen */
+	_Alignas(64) atomic_uint workers_asleep; /* workers sleeping on state */
 	atomic_uint spin;                        /* spin budget, iterations */
 	atomic_ulong n_sleeps;                   /* futex waits, all threads */
 	atomic_ulong n_wakes;                    /* futex wakes issued */
@@ -63,13 +81,20 @@ struct nb_pool {
 /* Starts n_threads - 1 workers (n_threads 1: none, fn runs inline). More
  * than CONFIG_MAX_THREADS is capped, with a warning. cpus[i] is the CPU of
  * thread i (cpus[0] pins the calling thread, until nb_pool_close), -1
- * leaves it unpinned; cpus NULL means 0..n_threads-1. A failure to pin is a
- * warning. Workers block every signal. The spin budget starts at
+ * leaves it to the kernel's scheduler, which moves a thread off a core
+ * that another process keeps busy: pinning is for cores reserved to
+ * nibble. cpus NULL: thread i on CPU i if the build says so
+ * (CONFIG_POOL_PIN), else all unpinned. A failure to pin is a warning.
+ * Workers block every signal. The spin budget starts at
  * NB_POOL_SPIN_DEFAULT, or 0 when n_threads exceeds the CPUs the caller may
  * run on. p need not be initialized; after a failure it is closed. */
 int nb_pool_open(struct nb_pool *p, unsigned n_threads, const int *cpus);
 /* Joins the workers. NULL-safe, idempotent (also on a zeroed pool). */
 void nb_pool_close(struct nb_pool *p);
+
+/* Runs fn(arg, ith, nth) on the caller and the workers free to join, and
+ * returns when all of them are done (see the top of the file). */
+void nb_pool_share(struct nb_pool *p, nb_pool_fn fn, void *arg);
 
 /* Runs fn(arg, ith, nth) on every thread and returns when all are done. */
 void nb_pool_run(struct nb_pool *p, nb_pool_fn fn, void *arg);
@@ -84,6 +109,37 @@ unsigned nb_pool_size(const struct nb_pool *p);
 
 /* Futex waits and wakes so far: how often the spin budget ran out. */
 void nb_pool_stats(struct nb_pool *p, unsigned long *sleeps, unsigned long *wakes);
+
+/* Work of an nb_pool_share run handed out front to back in chunks: items
+ * [0, n), chunk at a time, to whichever thread asks next. Set up by the
+ * caller before the run (nb_pool_work_init), claimed inside fn. */
+struct nb_pool_work {
+	_Alignas(64) _Atomic uint64_t next;
+	uint64_t n, chunk;
+};
+
+static inline void nb_pool_work_init(struct nb_pool_work *w, uint64_t n, uint64_t chunk)
+{
+	atomic_init(&w->next, 0);
+	w->n = n;
+	w->chunk = chunk ? chunk : 1;
+}
+
+/* The next chunk [*begin, *end), or false when all is claimed. Relaxed:
+ * the run's start and end order everything around it. */
+static inline bool nb_pool_claim(struct nb_pool_work *w, uint64_t *begin, uint64_t *end)
+{
+	uint64_t b;
+
+	if (atomic_load_explicit(&w->next, memory_order_relaxed) >= w->n)
+		return false;
+	b = atomic_fetch_add_explicit(&w->next, w->chunk, memory_order_relaxed);
+	if (b >= w->n)
+		return false;
+	*begin = b;
+	*end = w->n - b > w->chunk ? b + w->chunk : w->n;
+	return true;
+}
 
 /* The static split every kernel uses: thread ith of nth gets [*begin, *end)
  * of [0, n), contiguous, in thread order, sizes differing by at most one

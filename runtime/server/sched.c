@@ -1,6 +1,7 @@
 #include "runtime/base/sys.h"
 #include "runtime/server/sched.h"
 #include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 
 #include <stdlib.h>
@@ -580,12 +581,12 @@ int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_
 	ret = alloc_scratch(s, rows);
 	for (uint32_t i = 0; !ret && i < o->slots; i++)
 		ret = nb_kv_open(&s->slots[i].kv, &llm->model, o->ctx);
-	/* Workers pinned to CPUs 1.., thread 0 (the scheduler's own, which
-	 * does not exist yet) left to the kernel. */
+	/* Thread 0 is the scheduler's own, which does not exist yet: never
+	 * pinned here; workers on CPUs 1.. only if the build pins. */
 	if (!ret) {
 		int cpus[CONFIG_MAX_THREADS];
 		for (uint32_t i = 0; i < CONFIG_MAX_THREADS; i++)
-			cpus[i] = i == 0 ? -1 : (int)i;
+			cpus[i] = i == 0 || !IS_ENABLED(CONFIG_POOL_PIN) ? -1 : (int)i;
 		ret = nb_pool_open(&s->pool, o->threads, cpus);
 	}
 	fo.pool = &s->pool;
