@@ -8,7 +8,11 @@
  *
  * Jobs are shared by the submitter (the server's event loop) and the
  * scheduler, reference-counted. The scheduler appends generated text to a
- * job and signals an eventfd; the loop takes the text with nb_job_take. */
+ * job and signals an eventfd; the loop takes the text with nb_job_take.
+ * The scheduler runs at most one step ahead of the loop: before the next
+ * step it waits until the loop has taken the list of jobs with news
+ * (nb_sched_ready), so a token reaches its client within one step of being
+ * generated instead of piling up in a burst when the loop is woken late. */
 #ifndef NB_SCHED_H
 #define NB_SCHED_H
 
@@ -43,6 +47,7 @@ struct nb_job {
 	char *text;            /* generated text not yet taken */
 	size_t text_len, text_cap;
 	enum nb_finish finish;
+	bool text_lost;        /* text could not be stored (no memory): the job ends with an error */
 	uint32_t n_gen;        /* tokens generated */
 	double t_submit, t_first, t_done; /* monotonic seconds */
 	bool queued_ready;     /* on the scheduler's ready list */
@@ -128,7 +133,9 @@ void nb_sched_close(struct nb_sched *s);
  * -NB_ECANCELED while stopping, -NB_ERANGE if it can never fit a slot. */
 int nb_sched_submit(struct nb_sched *s, struct nb_job *j);
 /* The jobs with news since the last call, as a list through next_ready
- * (one reference each, to drop with nb_job_unref). */
+ * (one reference each, to drop with nb_job_unref). The scheduler waits for
+ * this call between steps that had news: the submitter must make it soon
+ * after every notification. */
 struct nb_job *nb_sched_ready(struct nb_sched *s);
 
 #endif
