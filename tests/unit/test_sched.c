@@ -109,7 +109,8 @@ static void collect(struct fx *f, struct nb_sched *s, struct nb_job **jobs, stru
 					continue;
 				fin = nb_job_take(j, &buf, &len, &res[i].n_gen);
 				assert_true(res[i].len + len < sizeof(res[i].text));
-				memcpy(res[i].text + res[i].len, buf, len);
+				if (len) /* news without text: buf is NULL */
+					memcpy(res[i].text + res[i].len, buf, len);
 				res[i].len += len;
 				free(buf);
 				if (fin) {
