@@ -130,8 +130,8 @@ if ! (cd "$tmp" && timeout 60 npm ping --fetch-retries=0 > npm.log 2>&1); then
 		echo "npm registry $(npm config get registry) unreachable" || echo "no npm (tools/build/deps.sh test)")"
 elif (cd "$tmp" && npm install --silent --no-audit --no-fund openai@4 > npm.log 2>&1); then
 	cp tests/integration/server/openai_client.mjs "$tmp/"
-	check_output "openai (Node): completions, chat, streaming, models" \
-		'completion:", there was a little girl named Lily.*finish:length usage:16.*chat:string role:assistant.*stream-chunks:[0-9]+.*models:stories260K' \
+	check_output "openai (Node): completions, chat, streaming, models, unknown model" \
+		'completion:", there was a little girl named Lily.*finish:length usage:16.*chat:string role:assistant.*stream-chunks:[0-9]+.*models:stories260K unknown-model:404 model_not_found' \
 		sh -c "cd $tmp && node openai_client.mjs http://127.0.0.1:$PORT/v1 $(cat $tmp/key) | tr '\n' ' '"
 else
 	echo "not ok - npm install openai failed"; sed 's/^/#   /' "$tmp/npm.log" | tail -5

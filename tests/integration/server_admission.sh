@@ -109,7 +109,7 @@ out=$($A stall "$SOCK" 6 250000)
 check "long prompts are tokenized off the event loop: /health never waits for one ($out)" \
 	sh -c "echo '$out' | grep -q '^codes:400 ' && test $(echo "$out" | sed 's/.*health:\([0-9]*\)%.*/\1/') -lt 40"
 check_output "a prompt longer than the context: 400 context_length_exceeded with the numbers" \
-	'"message":"the prompt is [0-9]+ tokens; the context of this server holds 512.*"code":"context_length_exceeded"' \
+	'"message":"This model.s maximum context length is 512 tokens; the prompt has [0-9]+ tokens and leaves no room for an answer".*"param":"prompt","code":"context_length_exceeded"' \
 	curl -s --unix-socket "$SOCK" http://x/v1/completions \
 	-d "{\"prompt\":\"$(head -c 3000 /dev/zero | tr '\0' 'a')\",\"max_tokens\":1}"
 python3 -c "

@@ -109,7 +109,7 @@ static void collect(struct fx *f, struct nb_sched *s, struct nb_job **jobs, stru
 					continue;
 				fin = nb_job_take(j, &buf, &len, &res[i].n_gen);
 				assert_true(res[i].len + len < sizeof(res[i].text));
-				if (len)
+				if (len) /* news without text: buf is NULL */
 					memcpy(res[i].text + res[i].len, buf, len);
 				res[i].len += len;
 				free(buf);
@@ -391,6 +391,50 @@ static void test_text_jobs_queue_and_close(void **state)
 	}
 }
 
+/* An event loop woken late (here: 10 ms after each notification, far
+ * longer than a step of this model) still gets each token within one step:
+ * the scheduler waits for it between steps, so no take holds more than the
+ * tokens of two steps. Without that wait each take held a burst. */
+static void test_a_late_reader_gets_no_bursts(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_sched_opts o = opts(f, 1, 2, 8);
+	struct nb_job *j;
+	enum nb_finish fin = NB_FINISH_NONE;
+	uint32_t seen = 0, most = 0, takes = 0;
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	j = make_job(f, "Once upon a time", 40, 0.0f, 0);
+	assert_int_equal(nb_sched_submit(&s, j), 0);
+	while (!fin) {
+		uint64_t v;
+		struct nb_job *r, *next;
+
+		assert_int_equal(read(f->efd, &v, sizeof(v)), sizeof(v));
+		usleep(10000);
+		for (r = nb_sched_ready(&s); r; r = next) {
+			char *buf;
+			size_t len;
+			uint32_t n;
+
+			next = r->next_ready;
+			fin = nb_job_take(r, &buf, &len, &n);
+			free(buf);
+			most = n - seen > most ? n - seen : most;
+			seen = n;
+			takes++;
+			nb_job_unref(r);
+		}
+	}
+	assert_int_equal(fin, NB_FINISH_LENGTH);
+	assert_int_equal(seen, 40);
+	assert_true(most <= 2);
+	assert_true(takes >= 20);
+	nb_job_unref(j);
+	nb_sched_close(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -403,6 +447,7 @@ int main(void)
 		cmocka_unit_test(test_no_cache_beside_the_slots),
 		cmocka_unit_test(test_text_jobs),
 		cmocka_unit_test(test_text_jobs_queue_and_close),
+		cmocka_unit_test(test_a_late_reader_gets_no_bursts),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
