@@ -681,6 +681,7 @@ static bool refused_early(struct server *s, struct conn *c, int parsed)
 		return false;
 	c->keep_alive = false;
 	c->http10 = c->http.req.version == 10;
+	c->head_only = c->http.req.method == NB_HTTP_HEAD;
 	respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
 		      "WWW-Authenticate: Bearer\r\n");
 	if (parsed != NB_HTTP_DONE) /* a body is on its way */
