@@ -146,12 +146,23 @@ kill -TERM "$pid"; wait "$pid"; pid=
 "$NB" serve -m "$tmp/slow.nib" -s "$SOCK" --slots 2 --grace 1.5 2>> "$tmp/serve.log" &
 pid=$!
 wait_ready
+# Both requests must really be in flight when SIGTERM comes (a request
+# still queued, or a stream without its first token, gets a 503): the
+# stream once its first event is out, the short request once it holds the
+# second slot (or is answered already). Polled, never guessed with a sleep.
+until_true() {
+	for i in $(seq 600); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
 $C -N http://x/v1/completions -d '{"prompt":"Once","max_tokens":2000,"stream":true}' > "$tmp/cut" &
 cut=$!
-sleep 1
+until_true grep -q '^data: ' "$tmp/cut"
 $C http://x/v1/completions -d '{"prompt":"Once","max_tokens":3}' > "$tmp/short" &
 short=$!
-sleep 0.1
+until_true sh -c "test -s $tmp/short || $C http://x/health | grep -q '\"busy_slots\":2'"
 kill -TERM "$pid"
 check_output "SIGTERM: no new connections (socket gone) or 503" "^(503|000)$" \
 	sh -c "curl -s -o /dev/null -w '%{http_code}' --max-time 5 --unix-socket $SOCK http://x/health; true"
