@@ -161,7 +161,7 @@ static void mark_ready(struct nb_sched *s, struct nb_job *j)
 	pthread_mutex_lock(&s->lock);
 	if (!j->queued_ready) {
 		j->queued_ready = true;
-		j->next_ready = s->ready;
+		j->next_news = s->ready;
 		s->ready = j;
 		nb_job_ref(j);
 	}
@@ -570,8 +570,13 @@ struct nb_job *nb_sched_ready(struct nb_sched *s)
 	pthread_mutex_lock(&s->lock);
 	list = s->ready;
 	s->ready = NULL;
-	for (j = list; j; j = j->next_ready)
+	/* Once off the list, a job may be put on it again by the next step
+	 * while the submitter still walks this one: that walk has a link of
+	 * its own, which the scheduler never writes. */
+	for (j = list; j; j = j->next_news) {
 		j->queued_ready = false;
+		j->next_ready = j->next_news;
+	}
 	if (list) /* the scheduler may wait for this in wait_news_taken */
 		pthread_cond_signal(&s->wake);
 	pthread_mutex_unlock(&s->lock);

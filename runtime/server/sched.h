@@ -64,8 +64,9 @@ struct nb_job {
 	bool text_lost;        /* text could not be stored (no memory): the job ends with an error */
 	uint32_t n_gen;        /* tokens generated */
 	double t_submit, t_first, t_done; /* monotonic seconds */
-	bool queued_ready;     /* on the scheduler's ready list */
-	struct nb_job *next_ready;
+	bool queued_ready;     /* on the scheduler's list of jobs with news */
+	struct nb_job *next_news; /* the scheduler's: that list, under its lock */
+	struct nb_job *next_ready; /* the list nb_sched_ready returned: the submitter's */
 	struct nb_job *next_tok; /* the scheduler's: on its list of prompts to tokenize */
 };
 
@@ -160,7 +161,9 @@ void nb_sched_close(struct nb_sched *s);
  * with NB_FINISH_ERROR, or NB_FINISH_CANCEL when stopping, as news. */
 int nb_sched_submit(struct nb_sched *s, struct nb_job *j);
 /* The jobs with news since the last call, as a list through next_ready
- * (one reference each, to drop with nb_job_unref). The scheduler waits for
+ * (one reference each, to drop with nb_job_unref). The list stays as it
+ * is while the submitter walks it, though the scheduler may have news of
+ * the same jobs meanwhile (for the next call). The scheduler waits for
  * this call between steps that had news: the submitter must make it soon
  * after every notification. */
 struct nb_job *nb_sched_ready(struct nb_sched *s);

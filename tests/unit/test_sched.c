@@ -435,6 +435,67 @@ static void test_a_late_reader_gets_no_bursts(void **state)
 	nb_sched_close(&s);
 }
 
+/* True once the scheduler has news again, or nothing runs or waits. */
+static bool news_or_idle(struct nb_sched *s)
+{
+	bool news;
+
+	pthread_mutex_lock(&s->lock);
+	news = s->ready != NULL;
+	pthread_mutex_unlock(&s->lock);
+	return news || (atomic_load(&s->stats.busy_slots) == 0 &&
+			atomic_load(&s->stats.queue_depth) == 0);
+}
+
+/* A reader slow to walk the list it took (the server writes to sockets
+ * meanwhile): the scheduler, no longer waiting, runs its next step and
+ * puts the running jobs on its list again before the walk. That must not
+ * change the list taken: jobs finished in a lower slot were cut from it,
+ * their news never came and their references leaked. */
+static void test_a_slow_reader_walks_the_list_it_took(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_sched_opts o = opts(f, 4, 4, 8);
+	struct nb_job *jobs[4];
+	enum nb_finish fin[4] = { NB_FINISH_NONE };
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	for (int i = 0; i < 4; i++) { /* slot i; the lower the slot, the sooner it ends */
+		jobs[i] = make_job(f, prompts[i], 4 + 6 * (uint32_t)i, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	}
+	for (;;) {
+		struct nb_job *list, *next;
+
+		while (!news_or_idle(&s))
+			usleep(1000);
+		list = nb_sched_ready(&s);
+		if (!list)
+			break; /* idle, and every piece of news taken */
+		while (!news_or_idle(&s)) /* the next step is done before the walk */
+			usleep(1000);
+		for (struct nb_job *j = list; j; j = next) {
+			char *buf = NULL;
+			size_t len;
+			uint32_t n;
+
+			next = j->next_ready;
+			for (int i = 0; i < 4; i++)
+				if (jobs[i] == j)
+					fin[i] = nb_job_take(j, &buf, &len, &n);
+			free(buf);
+			nb_job_unref(j);
+		}
+	}
+	nb_sched_close(&s);
+	for (int i = 0; i < 4; i++) {
+		assert_int_not_equal(fin[i], NB_FINISH_NONE); /* its end was news */
+		assert_int_equal(atomic_load(&jobs[i]->refs), 1); /* only ours is left */
+		nb_job_unref(jobs[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -448,6 +509,7 @@ int main(void)
 		cmocka_unit_test(test_text_jobs),
 		cmocka_unit_test(test_text_jobs_queue_and_close),
 		cmocka_unit_test(test_a_late_reader_gets_no_bursts),
+		cmocka_unit_test(test_a_slow_reader_walks_the_list_it_took),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
