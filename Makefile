@@ -264,8 +264,11 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(objtree)/tests/%,$(UNIT_SRCS))
 
 $(objtree)/tests/%: tests/unit/%.c $(LIB_OBJS) $(CORE_HEADER) $(AUTOCONF)
 	$(call quiet_cc,CCLD,$@)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -include $(CORE_HEADER) -Wno-missing-prototypes $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
+	$(Q)$(CC) $(CFLAGS) -include $(CORE_HEADER) -Wno-missing-prototypes $(LDFLAGS) $(LDFLAGS_$*) -o $@ $< $(LIB_OBJS) \
 		-lcmocka $(LDLIBS)
+
+# test_server fails the server's allocations one by one.
+LDFLAGS_test_server := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 
 .PHONY: unit-tests
 unit-tests: $(UNIT_BINS)

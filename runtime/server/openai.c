@@ -388,6 +388,176 @@ static bool has_nul_escape(const char *s, size_t n)
 	return false;
 }
 
+/* ---- requests: is it JSON at all? ----------------------------------------------------
+ * cJSON returns NULL both for a syntax error and when an allocation fails.
+ * Text these functions accept cJSON parses (NULs and \u0000 are refused
+ * before) unless memory runs out: a NULL for it is a 500, not the
+ * client's fault. */
+
+#define JSON_MAX_DEPTH 1000 /* cJSON's CJSON_NESTING_LIMIT */
+
+struct json_scan {
+	const unsigned char *p, *end;
+};
+
+static void json_ws(struct json_scan *j)
+{
+	while (j->p < j->end && *j->p <= ' ') /* cJSON skips every byte up to space */
+		j->p++;
+}
+
+static bool json_lit(struct json_scan *j, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0)
+		return false;
+	j->p += n;
+	return true;
+}
+
+static bool json_digits(struct json_scan *j)
+{
+	const unsigned char *s = j->p;
+
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+		j->p++;
+	return j->p > s;
+}
+
+static bool json_number(struct json_scan *j)
+{
+	if (j->p < j->end && *j->p == '-')
+		j->p++;
+	if (j->p < j->end && *j->p == '0')
+		j->p++;
+	else if (!json_digits(j))
+		return false;
+	if (j->p < j->end && *j->p == '.' && (j->p++, !json_digits(j)))
+		return false;
+	if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+		j->p++;
+		if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
+			j->p++;
+		return json_digits(j);
+	}
+	return true;
+}
+
+/* \uXXXX after the backslash and u; -1 if malformed. */
+static long json_hex4(struct json_scan *j)
+{
+	long v = 0;
+
+	for (int i = 0; i < 4; i++, j->p++) {
+		int c = j->p < j->end ? *j->p : -1;
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+/* A string from its opening quote; UTF-16 surrogates must pair up. */
+static bool json_string(struct json_scan *j)
+{
+	for (j->p++; j->p < j->end; j->p++) {
+		long u;
+
+		if (*j->p == '"') {
+			j->p++;
+			return true;
+		}
+		if (*j->p != '\\')
+			continue;
+		if (++j->p == j->end)
+			return false;
+		if (*j->p && strchr("\"\\/bfnrt", *j->p))
+			continue;
+		if (*j->p != 'u')
+			return false;
+		j->p++;
+		u = json_hex4(j);
+		if (u < 0 || (u >= 0xdc00 && u <= 0xdfff))
+			return false;
+		if (u >= 0xd800 && u <= 0xdbff) {
+			if (!json_lit(j, "\\u"))
+				return false;
+			u = json_hex4(j);
+			if (u < 0xdc00 || u > 0xdfff)
+				return false;
+		}
+		j->p--; /* the loop steps past the last hex digit */
+	}
+	return false;
+}
+
+static bool json_value(struct json_scan *j, int depth);
+
+/* An array or an object from its opening bracket. */
+static bool json_container(struct json_scan *j, int depth, bool object)
+{
+	const unsigned char close = object ? '}' : ']';
+
+	if (depth >= JSON_MAX_DEPTH)
+		return false;
+	j->p++;
+	json_ws(j);
+	if (j->p < j->end && *j->p == close) {
+		j->p++;
+		return true;
+	}
+	for (;;) {
+		if (object) {
+			if (j->p == j->end || *j->p != '"' || !json_string(j))
+				return false;
+			json_ws(j);
+			if (!json_lit(j, ":"))
+				return false;
+		}
+		if (!json_value(j, depth + 1))
+			return false;
+		if (j->p < j->end && *j->p == close) {
+			j->p++;
+			return true;
+		}
+		if (!json_lit(j, ","))
+			return false;
+		json_ws(j);
+	}
+}
+
+/* A value with the whitespace around it. */
+static bool json_value(struct json_scan *j, int depth)
+{
+	bool ok;
+
+	json_ws(j);
+	if (j->p == j->end)
+		return false;
+	switch (*j->p) {
+	case '{': ok = json_container(j, depth, true); break;
+	case '[': ok = json_container(j, depth, false); break;
+	case '"': ok = json_string(j); break;
+	case 't': ok = json_lit(j, "true"); break;
+	case 'f': ok = json_lit(j, "false"); break;
+	case 'n': ok = json_lit(j, "null"); break;
+	default: ok = json_number(j);
+	}
+	json_ws(j);
+	return ok;
+}
+
+static bool json_well_formed(const char *s, size_t n)
+{
+	struct json_scan j = { (const unsigned char *)s, (const unsigned char *)s + n };
+
+	json_lit(&j, "\xef\xbb\xbf"); /* a UTF-8 BOM, which cJSON skips */
+	return json_value(&j, 0) && j.p == j.end;
+}
+
 static int parse_body(const char *body, size_t len, cJSON **root, struct nb_openai_error *e)
 {
 	const char *end = NULL;
@@ -398,6 +568,8 @@ static int parse_body(const char *body, size_t len, cJSON **root, struct nb_open
 	if (memchr(body, '\0', len) || has_nul_escape(body, len))
 		return fail(e, -NB_EFORMAT, NULL, NULL, "the body must not contain NUL characters");
 	*root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+	if (!*root && json_well_formed(body, len))
+		return fail_nomem(e);
 	if (!*root) {
 		if (end && end >= body && end <= body + len)
 			return fail(e, -NB_EFORMAT, NULL, NULL,
@@ -743,8 +915,10 @@ void nb_openai_buf_free(struct nb_openai_buf *b)
 
 int nb_openai_buf_append(struct nb_openai_buf *b, const char *s, size_t n)
 {
-	if (n > SIZE_MAX / 2 - b->len)
+	if (n > SIZE_MAX / 2 - b->len) {
+		b->failed = true;
 		return -NB_ENOMEM;
+	}
 	if (!b->data || b->len + n + 1 > b->cap) {
 		size_t cap = b->cap ? b->cap : 256;
 		char *grown;
@@ -752,8 +926,10 @@ int nb_openai_buf_append(struct nb_openai_buf *b, const char *s, size_t n)
 		while (cap < b->len + n + 1)
 			cap *= 2;
 		grown = realloc(b->data, cap);
-		if (!grown)
+		if (!grown) {
+			b->failed = true;
 			return -NB_ENOMEM;
+		}
 		b->data = grown;
 		b->cap = cap;
 	}
@@ -774,6 +950,8 @@ static int emit(struct nb_openai_buf *b, cJSON *j, bool sse)
 	if (s && !(err = sse ? nb_openai_buf_append(b, "data: ", 6) : 0) && !(err = nb_openai_buf_append(b, s, strlen(s))))
 		err = sse ? nb_openai_buf_append(b, "\n\n", 2) : 0;
 	free(s);
+	if (err)
+		b->failed = true;
 	if (err && b->data) {
 		b->len = old;
 		b->data[old] = '\0';

@@ -74,11 +74,12 @@ int nb_openai_parse_completion(const char *body, size_t len, const struct nb_ope
 
 /* ---- output -------------------------------------------------------------------
  * Every builder appends to a caller-owned growable buffer (zero-initialize
- * it, or nb_openai_buf_init). On failure (-NB_ENOMEM) the buffer is as it
- * was. The text is NUL-terminated; len excludes the NUL. */
+ * it, or nb_openai_buf_init). On failure (-NB_ENOMEM) the text is as it
+ * was and failed is set. The text is NUL-terminated; len excludes the NUL. */
 struct nb_openai_buf {
 	char *data;
 	size_t len, cap;
+	bool failed; /* an append ran out of memory since init: for builders that check once */
 };
 void nb_openai_buf_init(struct nb_openai_buf *b);
 void nb_openai_buf_free(struct nb_openai_buf *b);

@@ -101,27 +101,38 @@ enum nb_finish nb_job_take(struct nb_job *j, char **buf, size_t *len, uint32_t *
 	return f;
 }
 
-/* Appends under the job's lock; doubling, so rarely an allocation. */
+/* Room for len more bytes of text, under the job's lock; doubling, so
+ * rarely an allocation. */
+static bool job_reserve(struct nb_job *j, size_t len)
+{
+	size_t cap = j->text_cap ? j->text_cap * 2 : 256;
+	char *p;
+
+	if (j->text_len + len <= j->text_cap)
+		return true;
+	while (cap < j->text_len + len)
+		cap *= 2;
+	p = realloc(j->text, cap);
+	if (!p)
+		return false;
+	j->text = p;
+	j->text_cap = cap;
+	return true;
+}
+
+/* Text that cannot be stored marks the job: it must end with an error,
+ * never with an answer that silently misses a piece. */
 static void job_append(void *arg, const char *buf, size_t len)
 {
 	struct nb_job *j = arg;
 
 	pthread_mutex_lock(&j->lock);
-	if (j->text_len + len > j->text_cap) {
-		size_t cap = j->text_cap ? j->text_cap * 2 : 256;
-		char *p;
-		while (cap < j->text_len + len)
-			cap *= 2;
-		p = realloc(j->text, cap);
-		if (!p) {
-			pthread_mutex_unlock(&j->lock);
-			return;
-		}
-		j->text = p;
-		j->text_cap = cap;
+	if (j->text_lost || !job_reserve(j, len)) {
+		j->text_lost = true;
+	} else {
+		memcpy(j->text + j->text_len, buf, len);
+		j->text_len += len;
 	}
-	memcpy(j->text + j->text_len, buf, len);
-	j->text_len += len;
 	pthread_mutex_unlock(&j->lock);
 }
 
@@ -151,7 +162,7 @@ static void mark_ready(struct nb_sched *s, struct nb_job *j)
 	pthread_mutex_lock(&s->lock);
 	if (!j->queued_ready) {
 		j->queued_ready = true;
-		j->next_ready = s->ready;
+		j->next_news = s->ready;
 		s->ready = j;
 		nb_job_ref(j);
 	}
@@ -180,6 +191,10 @@ static void finish_slot(struct nb_sched *s, struct nb_slot *sl, enum nb_finish f
 {
 	if (f == NB_FINISH_STOP || f == NB_FINISH_LENGTH)
 		nb_stop_flush(&sl->stop, job_append, sl->job);
+	if (sl->job->text_lost) { /* also when the last piece or the flush was lost */
+		nb_warn("sched: out of memory for a job's text: it ends with an error");
+		f = NB_FINISH_ERROR;
+	}
 	finish_job(s, sl->job, f);
 	nb_job_unref(sl->job);
 	nb_sampler_close(&sl->smp);
@@ -269,6 +284,8 @@ static void accept_token(struct nb_sched *s, struct nb_slot *sl, const float *lo
 	sl->last = tok;
 	if (nb_stop_feed(&sl->stop, piece, len, job_append, j))
 		finish_slot(s, sl, NB_FINISH_STOP);
+	else if (j->text_lost)
+		finish_slot(s, sl, NB_FINISH_ERROR);
 	else if (j->n_gen >= j->max_tokens || sl->pos + 1 >= s->o.ctx)
 		finish_slot(s, sl, NB_FINISH_LENGTH);
 	else
@@ -371,6 +388,18 @@ static void drain(struct nb_sched *s)
 	notify(s);
 }
 
+/* One step ahead of the loop at most: a late loop then gets each job's
+ * text of one step (two at worst, if a step ends between its taking the
+ * list and the text), not a burst of many. Prompt chunks without a token
+ * bring no news and do not wait. */
+static void wait_news_taken(struct nb_sched *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->ready && !s->stopping)
+		pthread_cond_wait(&s->wake, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *sched_main(void *arg)
 {
 	struct nb_sched *s = arg;
@@ -392,6 +421,7 @@ static void *sched_main(void *arg)
 		step(s);
 		notify(s);
 		update_rate(s, &w_start, &w_tokens);
+		wait_news_taken(s);
 	}
 	drain(s);
 	return NULL;
@@ -541,8 +571,15 @@ struct nb_job *nb_sched_ready(struct nb_sched *s)
 	pthread_mutex_lock(&s->lock);
 	list = s->ready;
 	s->ready = NULL;
-	for (j = list; j; j = j->next_ready)
+	/* Once off the list, a job may be put on it again by the next step
+	 * while the submitter still walks this one: that walk has a link of
+	 * its own, which the scheduler never writes. */
+	for (j = list; j; j = j->next_news) {
 		j->queued_ready = false;
+		j->next_ready = j->next_news;
+	}
+	if (list) /* the scheduler may wait for this in wait_news_taken */
+		pthread_cond_signal(&s->wake);
 	pthread_mutex_unlock(&s->lock);
 	return list;
 }

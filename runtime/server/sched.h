@@ -13,7 +13,12 @@
  * A job may bring its prompt as text (nb_job_new_text): a tokenizer thread
  * of the scheduler turns it into tokens before it queues for a slot, so
  * that a long prompt (hundreds of milliseconds on a board) stalls neither
- * the submitter's event loop nor the running streams. */
+ * the submitter's event loop nor the running streams.
+ *
+ * The scheduler runs at most one step ahead of the loop: before the next
+ * step it waits until the loop has taken the list of jobs with news
+ * (nb_sched_ready), so a token reaches its client within one step of being
+ * generated instead of piling up in a burst when the loop is woken late. */
 #ifndef NB_SCHED_H
 #define NB_SCHED_H
 
@@ -56,10 +61,12 @@ struct nb_job {
 	int error;             /* why a text job ended before it ran: -NB_ERANGE (longer
 				* than the context), -NB_EINVAL (no tokens), -NB_ENOMEM,
 				* -NB_ECANCELED (stopping); 0 otherwise */
+	bool text_lost;        /* text could not be stored (no memory): the job ends with an error */
 	uint32_t n_gen;        /* tokens generated */
 	double t_submit, t_first, t_done; /* monotonic seconds */
-	bool queued_ready;     /* on the scheduler's ready list */
-	struct nb_job *next_ready;
+	bool queued_ready;     /* on the scheduler's list of jobs with news */
+	struct nb_job *next_news; /* the scheduler's: that list, under its lock */
+	struct nb_job *next_ready; /* the list nb_sched_ready returned: the submitter's */
 	struct nb_job *next_tok; /* the scheduler's: on its list of prompts to tokenize */
 };
 
@@ -154,7 +161,11 @@ void nb_sched_close(struct nb_sched *s);
  * with NB_FINISH_ERROR, or NB_FINISH_CANCEL when stopping, as news. */
 int nb_sched_submit(struct nb_sched *s, struct nb_job *j);
 /* The jobs with news since the last call, as a list through next_ready
- * (one reference each, to drop with nb_job_unref). */
+ * (one reference each, to drop with nb_job_unref). The list stays as it
+ * is while the submitter walks it, though the scheduler may have news of
+ * the same jobs meanwhile (for the next call). The scheduler waits for
+ * this call between steps that had news: the submitter must make it soon
+ * after every notification. */
 struct nb_job *nb_sched_ready(struct nb_sched *s);
 
 #endif

@@ -45,13 +45,16 @@ struct conn {
 	struct nb_openai_buf out; /* bytes not yet written */
 	size_t out_off;
 	bool close_after;         /* close once out is written (C_DRAIN: only the sending side) */
-	bool want_out;            /* EPOLLOUT armed */
+	uint32_t events;          /* the epoll interest armed */
+	bool eof;                 /* the peer sent all it will (close or shutdown(SHUT_WR)) */
+	bool head_only;           /* a HEAD request: its answer has no body */
 	double t_active;          /* last byte in or out */
 	double t_request;         /* first byte of the current request */
 	/* the running job */
 	struct nb_job *job;
 	struct nb_openai_meta meta;
 	bool stream, head_sent, keep_alive, http10;
+	bool chunked;             /* the stream is chunked; else (HTTP/1.0) it ends at the close */
 	char hold[4];             /* an incomplete UTF-8 character */
 	size_t n_hold;
 	struct nb_openai_buf text; /* whole answer (not streaming) */
@@ -109,13 +112,19 @@ void nb_server_opts_default(struct nb_server_opts *o)
 
 /* ---- output --------------------------------------------------------------- */
 
+/* Input is read only while a request can be taken (a running job lets
+ * the next one wait, and a peer at EOF would make EPOLLIN fire forever)
+ * or dropped (C_DRAIN, which closes at the peer's EOF); EPOLLHUP and
+ * EPOLLERR come regardless. */
 static int arm(struct server *s, struct conn *c, bool out)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0),
-				  .data.ptr = c };
-	if (c->want_out == out)
+	bool in = (c->state == C_READ && !c->eof) || c->state == C_DRAIN;
+	uint32_t want = (in ? EPOLLIN : 0) | (out ? EPOLLOUT : 0);
+	struct epoll_event ev = { .events = want, .data.ptr = c };
+
+	if (c->events == want)
 		return 0;
-	c->want_out = out;
+	c->events = want;
 	return epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -163,60 +172,112 @@ static void count_status(struct server *s, int status)
 		atomic_fetch_add_explicit(&s->http_by_status[status / 100], 1, memory_order_relaxed);
 }
 
-/* A whole response with a body. */
+/* Drops what was appended to out past len: a response or chunk that
+ * could not be queued whole is not queued at all. */
+static void out_truncate(struct conn *c, size_t len)
+{
+	if (c->out.data) {
+		c->out.len = len;
+		c->out.data[len] = '\0';
+	}
+}
+
+/* The last resort when an answer cannot be built (out of memory): a fixed
+ * 500; if even that cannot be queued, the connection closes after what is
+ * queued, which a client sees as an error too. */
+static void respond_failed(struct server *s, struct conn *c)
+{
+#define OOM_BODY "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}"
+	_Static_assert(sizeof(OOM_BODY) - 1 == 84, "Content-Length below");
+	static const char r500[] =
+		"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+		"Content-Length: 84\r\nConnection: close\r\n\r\n" OOM_BODY;
+#undef OOM_BODY
+
+	nb_warn("serve: out of memory: a request ends with an error");
+	c->keep_alive = false;
+	c->close_after = true;
+	if (nb_openai_buf_append(&c->out, r500, sizeof(r500) - 1) == 0)
+		count_status(s, 500);
+}
+
+/* A whole response with a body (left out for HEAD). Queued whole, or
+ * respond_failed() instead. */
 static void respond(struct server *s, struct conn *c, int status, const char *type,
 		    const char *body, size_t len, const char *extra)
 {
 	const struct nb_http_resp r = { .status = status, .content_type = type,
 					.content_length = (int64_t)len, .close = !c->keep_alive,
 					.http10 = c->http10, .extra = extra };
+	const size_t old = c->out.len;
+	const bool with_body = !c->head_only;
 	char head[1024];
 	size_t n;
 
+	c->head_only = false; /* this request is answered */
+	if (nb_http_write_head(head, sizeof(head), &r, &n) ||
+	    nb_openai_buf_append(&c->out, head, n) ||
+	    (with_body && nb_openai_buf_append(&c->out, body, len))) {
+		out_truncate(c, old);
+		respond_failed(s, c);
+		return;
+	}
 	count_status(s, status);
-	if (nb_http_write_head(head, sizeof(head), &r, &n) || nb_openai_buf_append(&c->out, head, n) || nb_openai_buf_append(&c->out, body, len))
-		c->keep_alive = false;
 	c->close_after = !c->keep_alive;
+}
+
+/* OpenAI's error object; param and code NULL are null (code: the status's default). */
+static void respond_error_code(struct server *s, struct conn *c, int status, const char *msg,
+			       const char *param, const char *code, const char *extra)
+{
+	struct nb_openai_buf b;
+
+	nb_openai_buf_init(&b);
+	if (nb_openai_error_json(&b, status, msg, param, code) == 0)
+		respond(s, c, status, "application/json", b.data, b.len, extra);
+	else
+		respond_failed(s, c);
+	nb_openai_buf_free(&b);
 }
 
 static void respond_error(struct server *s, struct conn *c, int status, const char *msg,
 			  const char *extra)
 {
-	struct nb_openai_buf b;
-
-	nb_openai_buf_init(&b);
-	if (nb_openai_error_json(&b, status, msg, NULL, NULL) == 0)
-		respond(s, c, status, "application/json", b.data, b.len, extra);
-	else
-		respond(s, c, 500, "text/plain", "error\n", 6, NULL);
-	nb_openai_buf_free(&b);
+	respond_error_code(s, c, status, msg, NULL, NULL, extra);
 }
 
-/* An error with an OpenAI error code of its own. */
-static void refuse_json(struct server *s, struct conn *c, int status, const char *msg,
-			const char *code)
+/* One SSE event: one HTTP chunk, or as is when the stream ends at the
+ * close (HTTP/1.0). Queued whole or not at all. */
+static int put_chunk(struct conn *c, const struct nb_openai_buf *ev)
 {
-	struct nb_openai_buf b;
-
-	nb_openai_buf_init(&b);
-	if (nb_openai_error_json(&b, status, msg, NULL, code) == 0)
-		respond(s, c, status, "application/json", b.data, b.len, NULL);
-	else
-		respond(s, c, 500, "text/plain", "error\n", 6, NULL);
-	nb_openai_buf_free(&b);
-}
-
-/* One SSE event as one HTTP chunk. */
-static void put_chunk(struct conn *c, const struct nb_openai_buf *ev)
-{
+	const size_t old = c->out.len;
 	char head[32];
 	size_t n;
+	int ret;
 
-	if (!ev->len || nb_http_chunk_head(head, sizeof(head), ev->len, &n))
-		return;
-	nb_openai_buf_append(&c->out, head, n);
-	nb_openai_buf_append(&c->out, ev->data, ev->len);
-	nb_openai_buf_append(&c->out, "\r\n", 2);
+	if (!ev->len)
+		return 0;
+	if (!c->chunked)
+		return nb_openai_buf_append(&c->out, ev->data, ev->len);
+	ret = nb_http_chunk_head(head, sizeof(head), ev->len, &n);
+	if (!ret)
+		ret = nb_openai_buf_append(&c->out, head, n);
+	if (!ret)
+		ret = nb_openai_buf_append(&c->out, ev->data, ev->len);
+	if (!ret)
+		ret = nb_openai_buf_append(&c->out, "\r\n", 2);
+	if (ret)
+		out_truncate(c, old);
+	return ret;
+}
+
+/* put_chunk, then ev is emptied for the next event. */
+static int put_event(struct conn *c, struct nb_openai_buf *ev)
+{
+	int ret = put_chunk(c, ev);
+
+	ev->len = 0;
+	return ret;
 }
 
 /* ---- connections ---------------------------------------------------------- */
@@ -365,7 +426,8 @@ static void accept_conns(struct server *s, int lfd, bool tcp)
 		c->tcp = tcp;
 		c->t_active = nb_sys_now();
 		nb_http_parser_init(&c->http, &s->o->http, NULL, 0);
-		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+		c->events = EPOLLIN;
+		ev = (struct epoll_event){ .events = c->events, .data.ptr = c };
 		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
 			close(fd);
 			free(c);
@@ -431,9 +493,23 @@ static void send_models(struct server *s, struct conn *c)
 	nb_openai_buf_free(&b);
 }
 
-/* A job that could not start (enum of nb_sched_submit and struct
- * nb_job's error) as the HTTP error the client gets. */
-static void refuse_job(struct server *s, struct conn *c, int err, uint32_t n_prompt)
+/* The prompt and at least one generated token must fit a slot's context
+ * (OpenAI's message and code, with the token counts). */
+static void refuse_long_prompt(struct server *s, struct conn *c, uint32_t n_prompt, bool chat)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg),
+		 "This model's maximum context length is %u tokens; the prompt has %u tokens "
+		 "and leaves no room for an answer",
+		 s->sched.o.ctx, n_prompt);
+	respond_error_code(s, c, 400, msg, chat ? "messages" : "prompt",
+			   "context_length_exceeded", NULL);
+}
+
+/* A job that could not start (an error of nb_sched_submit, or the job's
+ * error from the tokenizer thread) as the HTTP error the client gets. */
+static void refuse_job(struct server *s, struct conn *c, int err, uint32_t n_prompt, bool chat)
 {
 	char msg[192];
 
@@ -450,9 +526,7 @@ static void refuse_job(struct server *s, struct conn *c, int err, uint32_t n_pro
 			      "try again later, or send a shorter prompt", "Retry-After: 1\r\n");
 		break;
 	case -NB_ERANGE:
-		snprintf(msg, sizeof(msg), "the prompt is %u tokens; the context of this server "
-			 "holds %u (the prompt and at least one new token)", n_prompt, s->so.ctx);
-		refuse_json(s, c, 400, msg, "context_length_exceeded");
+		refuse_long_prompt(s, c, n_prompt, chat);
 		break;
 	case -NB_EINVAL:
 		respond_error(s, c, 400, "the prompt cannot be tokenized", NULL);
@@ -491,8 +565,25 @@ static int start_job(struct server *s, struct conn *c, struct nb_gen_request *g)
 		return ret;
 	}
 	c->job = j;
-	c->n_prompt = 0;
+	c->n_prompt = 0; /* known once tokenized (on_job_news) */
 	return 0;
+}
+
+/* The names a request's "model" may take: the one GET /v1/models lists.
+ * A request without "model" gets this model too. */
+static bool model_known(const struct server *s, const char *name)
+{
+	return strcmp(name, s->model_name) == 0;
+}
+
+/* OpenAI's answer to a model it does not have. */
+static void refuse_model(struct server *s, struct conn *c, const char *name)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "The model '%.100s' does not exist; this server has '%.100s'",
+		 name, s->model_name);
+	respond_error_code(s, c, 404, msg, "model", "model_not_found", NULL);
 }
 
 static void handle_generate(struct server *s, struct conn *c, const struct nb_http_req *r,
@@ -512,14 +603,18 @@ static void handle_generate(struct server *s, struct conn *c, const struct nb_ht
 			respond(s, c, err.status, "application/json", b.data, b.len, NULL);
 		goto out;
 	}
+	if (g.model && !model_known(s, g.model)) {
+		refuse_model(s, c, g.model);
+		goto out;
+	}
 	ret = start_job(s, c, &g);
 	if (ret) {
-		refuse_job(s, c, ret, 0);
+		refuse_job(s, c, ret, 0, chat);
 	} else {
 		c->state = C_JOB;
 		c->stream = g.stream;
 		c->meta = (struct nb_openai_meta){ .endpoint = g.endpoint, .id = ++s->next_id,
-						   .created = s->created, .model = s->model_name,
+						   .created = (int64_t)time(NULL), .model = s->model_name,
 						   .include_usage = g.include_usage };
 		c->head_sent = false;
 		c->n_hold = 0;
@@ -537,6 +632,7 @@ static void handle_request(struct server *s, struct conn *c)
 
 	c->keep_alive = r->keep_alive && !s->stopping;
 	c->http10 = r->version == 10;
+	c->head_only = r->method == NB_HTTP_HEAD;
 	if (!authorized(s, c, r)) {
 		c->keep_alive = false;
 		respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
@@ -585,6 +681,7 @@ static bool refused_early(struct server *s, struct conn *c, int parsed)
 		return false;
 	c->keep_alive = false;
 	c->http10 = c->http.req.version == 10;
+	c->head_only = c->http.req.method == NB_HTTP_HEAD;
 	respond_error(s, c, 401, "missing or wrong API key (Authorization: Bearer ...)",
 		      "WWW-Authenticate: Bearer\r\n");
 	if (parsed != NB_HTTP_DONE) /* a body is on its way */
@@ -629,13 +726,15 @@ static void on_readable(struct server *s, struct conn *c)
 
 		if (c->state != C_READ)
 			return; /* a job runs: the rest waits (pipelining) */
-		if (space && room) {
+		if (space && room && !c->eof) {
 			n = recv(c->fd, space, room, MSG_DONTWAIT);
 			if (n < 0 && errno == EINTR)
 				continue;
-			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 				n = 0;
-			else if (n <= 0) {
+			} else if (n == 0) {
+				c->eof = true; /* a half-close still gets its answers */
+			} else if (n < 0) {
 				close_conn(s, c);
 				return;
 			}
@@ -648,8 +747,12 @@ static void on_readable(struct server *s, struct conn *c)
 		ret = nb_http_commit(&c->http, (size_t)n);
 		if (ret >= 0 && refused_early(s, c, ret))
 			return;
-		if (nb_http_take_continue(&c->http))
-			nb_openai_buf_append(&c->out, NB_HTTP_CONTINUE, strlen(NB_HTTP_CONTINUE));
+		if (nb_http_take_continue(&c->http) &&
+		    nb_openai_buf_append(&c->out, NB_HTTP_CONTINUE, strlen(NB_HTTP_CONTINUE))) {
+			respond_failed(s, c);
+			flush(s, c);
+			return;
+		}
 		if (ret < 0) {
 			c->keep_alive = false;
 			respond_error(s, c, nb_http_status(&c->http), "malformed request", NULL);
@@ -669,58 +772,78 @@ static void on_readable(struct server *s, struct conn *c)
 			continue; /* pipelined bytes may hold the next request */
 		}
 		if (n == 0) {
+			if (c->eof) /* no request can complete any more */
+				c->close_after = true;
 			flush(s, c);
 			return;
 		}
 	}
 }
 
-/* ---- job output -------------------------------------------------------- */
-
-/* The job's answer is queued: the connection waits for its next request. */
-static void end_request(struct conn *c)
+/* Pipelined requests wait while the answer before them is running or
+ * still being written; they go on once both are done. After the peer's
+ * EOF that is also where the connection learns it has nothing left to do. */
+static void resume_pipeline(struct server *s, struct conn *c)
 {
-	nb_job_unref(c->job);
-	c->job = NULL;
-	c->state = C_READ;
-	c->t_request = 0;
-	c->close_after = !c->keep_alive;
-	if (!c->close_after)
-		nb_http_reset_keep(&c->http);
+	if (!c->dead && c->state == C_READ && !c->close_after &&
+	    (c->http.fill > 0 || c->eof) && c->out.len == 0)
+		on_readable(s, c);
 }
 
-static void stream_head(struct server *s, struct conn *c)
+/* ---- job output -------------------------------------------------------- */
+
+/* The status line, fields and (chat) the role chunk of a stream, queued
+ * whole or not at all. HTTP/1.0 has no chunked coding: the stream is then
+ * sent as is and ends when the connection closes (nginx talks 1.0 to its
+ * upstreams by default; X-Accel-Buffering tells it to pass events on as
+ * they come). */
+static int stream_head(struct server *s, struct conn *c)
 {
-	const struct nb_http_resp r = { .status = 200, .content_type = "text/event-stream",
-					.content_length = NB_HTTP_CHUNKED, .close = !c->keep_alive,
-					.http10 = c->http10,
-					.extra = "Cache-Control: no-cache\r\n" };
+	struct nb_http_resp r = { .status = 200, .content_type = "text/event-stream",
+				  .content_length = NB_HTTP_CHUNKED, .http10 = c->http10,
+				  .extra = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n" };
+	const size_t old = c->out.len;
 	struct nb_openai_buf ev;
 	char head[512];
 	size_t n;
+	int ret;
 
-	if (c->head_sent)
-		return;
+	c->chunked = !c->http10;
+	if (!c->chunked) {
+		r.content_length = NB_HTTP_UNTIL_CLOSE;
+		c->keep_alive = false;
+	}
+	r.close = !c->keep_alive;
+	nb_openai_buf_init(&ev);
+	ret = nb_http_write_head(head, sizeof(head), &r, &n);
+	if (!ret)
+		ret = nb_openai_buf_append(&c->out, head, n);
+	if (!ret && c->meta.endpoint != NB_OPENAI_COMPLETION)
+		ret = nb_openai_chunk_role(&ev, &c->meta);
+	if (!ret)
+		ret = put_chunk(c, &ev);
+	nb_openai_buf_free(&ev);
+	if (ret) {
+		out_truncate(c, old);
+		return ret;
+	}
 	c->head_sent = true;
 	count_status(s, 200);
-	if (nb_http_write_head(head, sizeof(head), &r, &n) == 0)
-		nb_openai_buf_append(&c->out, head, n);
-	nb_openai_buf_init(&ev);
-	if (c->meta.endpoint != NB_OPENAI_COMPLETION && nb_openai_chunk_role(&ev, &c->meta) == 0)
-		put_chunk(c, &ev);
-	nb_openai_buf_free(&ev);
+	return 0;
 }
 
 /* The new text of a job, with an incomplete trailing UTF-8 character held
- * back for the next piece (every chunk must be valid UTF-8 JSON). */
-static void job_text(struct conn *c, const char *text, size_t len, bool last,
-		     struct nb_openai_buf *into)
+ * back for the next piece (every chunk must be valid UTF-8 JSON): into
+ * (streaming) or c->text (the whole answer). */
+static int job_text(struct conn *c, const char *text, size_t len, bool last,
+		    struct nb_openai_buf *into)
 {
 	char *joined = malloc(c->n_hold + len + 1);
 	size_t n, keep;
+	int ret = 0;
 
 	if (!joined)
-		return;
+		return -NB_ENOMEM;
 	memcpy(joined, c->hold, c->n_hold);
 	memcpy(joined + c->n_hold, text, len);
 	n = c->n_hold + len;
@@ -729,37 +852,73 @@ static void job_text(struct conn *c, const char *text, size_t len, bool last,
 	memcpy(c->hold, joined + keep, c->n_hold);
 	into->len = 0;
 	if (keep && c->stream) {
-		nb_openai_chunk_text(into, &c->meta, joined, keep);
+		ret = nb_openai_chunk_text(into, &c->meta, joined, keep);
 	} else if (keep) {
-		nb_openai_buf_append(&c->text, joined, keep);
+		ret = nb_openai_buf_append(&c->text, joined, keep);
 	}
 	free(joined);
+	return ret;
 }
 
-static void finish_stream(struct server *s, struct conn *c, enum nb_finish f, uint32_t n_gen)
+static bool finish_ok(enum nb_finish f)
+{
+	return f == NB_FINISH_STOP || f == NB_FINISH_LENGTH;
+}
+
+/* A job's text (and, streaming, the head before the first of it). A stream
+ * whose job ends before any text with an error or a cancel has no head yet:
+ * it gets a plain error status instead (finish_whole). */
+static int job_output(struct server *s, struct conn *c, const char *text, size_t len,
+		      enum nb_finish f)
+{
+	struct nb_openai_buf ev;
+	int ret = 0;
+
+	if (c->stream && !c->head_sent && (len || finish_ok(f)))
+		ret = stream_head(s, c);
+	if (ret || !(len || (f && c->n_hold)))
+		return ret;
+	nb_openai_buf_init(&ev);
+	ret = job_text(c, text ? text : "", len, f != NB_FINISH_NONE, &ev);
+	if (!ret && c->stream)
+		ret = put_chunk(c, &ev);
+	nb_openai_buf_free(&ev);
+	return ret;
+}
+
+/* The end of a stream: the finish (or an error) event, usage if asked,
+ * [DONE] and the last chunk; queued whole or not at all. */
+static int finish_stream(struct conn *c, enum nb_finish f, uint32_t n_gen)
 {
 	const struct nb_openai_usage u = { c->n_prompt, n_gen };
+	const size_t old = c->out.len;
 	struct nb_openai_buf ev;
+	int ret;
 
 	nb_openai_buf_init(&ev);
-	if (f == NB_FINISH_CANCEL || f == NB_FINISH_ERROR) {
-		nb_openai_error_sse(&ev, f == NB_FINISH_CANCEL ? 503 : 500,
-				    f == NB_FINISH_CANCEL ? "cancelled: the server is shutting down"
-							  : "generation failed");
-		put_chunk(c, &ev);
-	} else {
-		nb_openai_chunk_finish(&ev, &c->meta, f == NB_FINISH_LENGTH ? NB_FINISH_LENGTH
-									    : NB_FINISH_STOP);
-		put_chunk(c, &ev);
-		if (c->meta.include_usage && nb_openai_chunk_usage(&ev, &c->meta, &u) == 0)
-			put_chunk(c, &ev);
+	if (!finish_ok(f))
+		ret = nb_openai_error_sse(&ev, f == NB_FINISH_CANCEL ? 503 : 500,
+					  f == NB_FINISH_CANCEL ? "cancelled: the server is shutting down"
+								: "generation failed");
+	else
+		ret = nb_openai_chunk_finish(&ev, &c->meta, f);
+	if (!ret)
+		ret = put_event(c, &ev);
+	if (!ret && finish_ok(f) && c->meta.include_usage) {
+		ret = nb_openai_chunk_usage(&ev, &c->meta, &u);
+		if (!ret)
+			ret = put_event(c, &ev);
 	}
-	ev.len = 0;
-	if (nb_openai_chunk_done(&ev) == 0)
-		put_chunk(c, &ev);
+	if (!ret)
+		ret = nb_openai_chunk_done(&ev);
+	if (!ret)
+		ret = put_event(c, &ev);
+	if (!ret && c->chunked)
+		ret = nb_openai_buf_append(&c->out, "0\r\n\r\n", 5);
 	nb_openai_buf_free(&ev);
-	nb_openai_buf_append(&c->out, "0\r\n\r\n", 5);
-	(void)s;
+	if (ret)
+		out_truncate(c, old);
+	return ret;
 }
 
 static void finish_whole(struct server *s, struct conn *c, enum nb_finish f, uint32_t n_gen)
@@ -767,51 +926,80 @@ static void finish_whole(struct server *s, struct conn *c, enum nb_finish f, uin
 	const struct nb_openai_usage u = { c->n_prompt, n_gen };
 	struct nb_openai_buf b;
 
-	if (f == NB_FINISH_CANCEL || f == NB_FINISH_ERROR) {
+	if (!finish_ok(f)) {
 		respond_error(s, c, f == NB_FINISH_CANCEL ? 503 : 500,
 			      f == NB_FINISH_CANCEL ? "cancelled: the server is shutting down"
-						    : "generation failed", NULL);
+						    : "generation failed",
+			      f == NB_FINISH_CANCEL ? "Retry-After: 5\r\n" : NULL);
 		return;
 	}
 	nb_openai_buf_init(&b);
-	if (nb_openai_response(&b, &c->meta, c->text.data ? c->text.data : "", c->text.len,
-			       f == NB_FINISH_LENGTH ? NB_FINISH_LENGTH : NB_FINISH_STOP,
+	if (nb_openai_response(&b, &c->meta, c->text.data ? c->text.data : "", c->text.len, f,
 			       &u) == 0)
 		respond(s, c, 200, "application/json", b.data, b.len, NULL);
 	else
-		respond_error(s, c, 500, "out of memory", NULL);
+		respond_failed(s, c);
 	nb_openai_buf_free(&b);
+}
+
+/* The request is over: the connection may take the next one. */
+static void end_request(struct conn *c)
+{
+	c->state = C_READ;
+	c->t_request = 0;
+	c->close_after = c->close_after || !c->keep_alive;
+	if (!c->close_after)
+		nb_http_reset_keep(&c->http);
+}
+
+/* Out of memory mid-answer: the job is cancelled and the client told, by
+ * an error event (the stream began) or a 500; the connection then closes.
+ * If even that cannot be queued, closing before the stream's last chunk
+ * is the error a client sees: never a cut answer that looks whole. */
+static void fail_job(struct server *s, struct conn *c)
+{
+	end_job(c);
+	c->keep_alive = false;
+	if (c->head_sent) {
+		nb_warn("serve: out of memory: a stream ends with an error");
+		finish_stream(c, NB_FINISH_ERROR, 0);
+	} else {
+		respond_failed(s, c);
+	}
+	c->close_after = true;
+	end_request(c);
 }
 
 static void on_job_news(struct server *s, struct conn *c)
 {
-	struct nb_openai_buf ev;
 	enum nb_finish f;
 	uint32_t n_gen;
 	char *text;
 	size_t len;
+	int ret;
 
 	f = nb_job_take(c->job, &text, &len, &n_gen);
 	c->n_prompt = c->job->n_prompt; /* tokenized by now */
 	if (f && c->job->error && !c->head_sent) {
+		/* the prompt never ran (tokenizer thread): a plain error status */
 		free(text);
-		refuse_job(s, c, c->job->error, c->job->n_prompt);
+		refuse_job(s, c, c->job->error, c->job->n_prompt,
+			   c->meta.endpoint != NB_OPENAI_COMPLETION);
+		end_job(c);
 		end_request(c);
 		flush(s, c);
 		return;
 	}
-	nb_openai_buf_init(&ev);
-	if (c->stream && (len || f))
-		stream_head(s, c);
-	if (len || (f && c->n_hold)) {
-		job_text(c, text ? text : "", len, f != NB_FINISH_NONE, &ev);
-		if (c->stream)
-			put_chunk(c, &ev);
-	}
-	nb_openai_buf_free(&ev);
+	ret = job_output(s, c, text, len, f);
 	free(text);
-	if (f) {
-		c->stream ? finish_stream(s, c, f, n_gen) : finish_whole(s, c, f, n_gen);
+	if (!ret && f && c->head_sent)
+		ret = finish_stream(c, f, n_gen);
+	else if (!ret && f)
+		finish_whole(s, c, f, n_gen);
+	if (ret) {
+		fail_job(s, c);
+	} else if (f) {
+		end_job(c); /* the job may be on the ready list once more: no owner then */
 		end_request(c);
 	}
 	flush(s, c);
@@ -834,8 +1022,7 @@ static void on_sched_event(struct server *s)
 	/* Pipelined requests that waited for a job. */
 	for (struct conn *c = s->conns, *n; c; c = n) {
 		n = c->next;
-		if (c->state == C_READ && !c->close_after && c->http.fill > 0 && c->out.len == 0)
-			on_readable(s, c);
+		resume_pipeline(s, c);
 	}
 }
 
@@ -853,10 +1040,8 @@ static void handle_conn_event(struct server *s, struct conn *c, uint32_t events)
 		return;
 	if (events & EPOLLIN)
 		on_readable(s, c);
-	if (!c->dead && (events & EPOLLRDHUP) && c->state == C_JOB) {
-		/* the client went away mid-answer: cancel at once, free the slot */
-		close_conn(s, c);
-	}
+	else if (events & EPOLLOUT)
+		resume_pipeline(s, c);
 }
 
 /* ---- timers and shutdown ------------------------------------------------ */
@@ -1007,7 +1192,10 @@ static void send_metrics(struct server *s, struct conn *c)
 	metric(&b, "nibble_connections_refused_total", "counter",
 	       "Connections refused (limit, allowlist, shutdown).", "",
 	       (double)atomic_load(&s->conns_refused));
-	respond(s, c, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+	if (b.failed) /* never a page with lines missing */
+		respond_failed(s, c);
+	else
+		respond(s, c, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
 	nb_openai_buf_free(&b);
 }
 

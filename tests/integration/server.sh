@@ -130,8 +130,8 @@ if ! (cd "$tmp" && timeout 60 npm ping --fetch-retries=0 > npm.log 2>&1); then
 		echo "npm registry $(npm config get registry) unreachable" || echo "no npm (tools/build/deps.sh test)")"
 elif (cd "$tmp" && npm install --silent --no-audit --no-fund openai@4 > npm.log 2>&1); then
 	cp tests/integration/server/openai_client.mjs "$tmp/"
-	check_output "openai (Node): completions, chat, streaming, models" \
-		'completion:", there was a little girl named Lily.*finish:length usage:16.*chat:string role:assistant.*stream-chunks:[0-9]+.*models:stories260K' \
+	check_output "openai (Node): completions, chat, streaming, models, unknown model" \
+		'completion:", there was a little girl named Lily.*finish:length usage:16.*chat:string role:assistant.*stream-chunks:[0-9]+.*models:stories260K unknown-model:404 model_not_found' \
 		sh -c "cd $tmp && node openai_client.mjs http://127.0.0.1:$PORT/v1 $(cat $tmp/key) | tr '\n' ' '"
 else
 	echo "not ok - npm install openai failed"; sed 's/^/#   /' "$tmp/npm.log" | tail -5
@@ -146,12 +146,23 @@ kill -TERM "$pid"; wait "$pid"; pid=
 "$NB" serve -m "$tmp/slow.nib" -s "$SOCK" --slots 2 --grace 1.5 2>> "$tmp/serve.log" &
 pid=$!
 wait_ready
+# Both requests must really be in flight when SIGTERM comes (a request
+# still queued, or a stream without its first token, gets a 503): the
+# stream once its first event is out, the short request once it holds the
+# second slot (or is answered already). Polled, never guessed with a sleep.
+until_true() {
+	for i in $(seq 600); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
 $C -N http://x/v1/completions -d '{"prompt":"Once","max_tokens":2000,"stream":true}' > "$tmp/cut" &
 cut=$!
-sleep 1
+until_true grep -q '^data: ' "$tmp/cut"
 $C http://x/v1/completions -d '{"prompt":"Once","max_tokens":3}' > "$tmp/short" &
 short=$!
-sleep 0.1
+until_true sh -c "test -s $tmp/short || $C http://x/health | grep -q '\"busy_slots\":2'"
 kill -TERM "$pid"
 check_output "SIGTERM: no new connections (socket gone) or 503" "^(503|000)$" \
 	sh -c "curl -s -o /dev/null -w '%{http_code}' --max-time 5 --unix-socket $SOCK http://x/health; true"

@@ -96,6 +96,19 @@ check_output "a world-readable key file is warned about" "key.public can be read
 check_output "TCP clients fill only their own connection limit: the local socket still gets in" \
 	"^extra-tcp:refused local:200$" $A lockout "$PORT" "$SOCK" 40
 check_output "a 401 closes the connection" "^401 closed$" $A close401 "$PORT"
+check_output "HEAD without the key: a 401 without a body" "^HTTP/1.1 401 [A-Za-z ]+ body=0$" \
+	python3 -c "
+import socket
+s = socket.create_connection(('127.0.0.1', $PORT))
+s.sendall(b'HEAD /health HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')
+d = b''
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    d += b
+head, _, body = d.partition(b'\\r\\n\\r\\n')
+print(head.split(b'\\r\\n')[0].decode(), 'body=%d' % len(body))"
 check_output "the key is checked after the head: 401 before any body is sent" \
 	"^before-body:401$" $A early401 "$PORT"
 sleep 0.3
@@ -109,7 +122,7 @@ out=$($A stall "$SOCK" 6 250000)
 check "long prompts are tokenized off the event loop: /health never waits for one ($out)" \
 	sh -c "echo '$out' | grep -q '^codes:400 ' && test $(echo "$out" | sed 's/.*health:\([0-9]*\)%.*/\1/') -lt 40"
 check_output "a prompt longer than the context: 400 context_length_exceeded with the numbers" \
-	'"message":"the prompt is [0-9]+ tokens; the context of this server holds 512.*"code":"context_length_exceeded"' \
+	'"message":"This model.s maximum context length is 512 tokens; the prompt has [0-9]+ tokens and leaves no room for an answer".*"param":"prompt","code":"context_length_exceeded"' \
 	curl -s --unix-socket "$SOCK" http://x/v1/completions \
 	-d "{\"prompt\":\"$(head -c 3000 /dev/zero | tr '\0' 'a')\",\"max_tokens\":1}"
 python3 -c "

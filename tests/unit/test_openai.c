@@ -448,6 +448,19 @@ static const struct bad bads[] = {
 	{ P, "{\"prompt\":\"x\",\"suffix\":\"y\"}", "suffix", "unsupported_value", "" },
 	{ P, "{\"prompt\":\"x\",\"logprobs\":2}", "logprobs", "unsupported_value", "" },
 	{ P, "{\"prompt\":\"x\",\"max_tokens\":-5}", "max_tokens", "invalid_value", "" },
+	/* JSON cJSON refuses: a 400, never taken for memory running out */
+	{ P, "{\"prompt\":\"\\udc00\"}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":\"\\ud800x\"}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":\"\\ud800\\u0041\"}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":\"\\u12\"}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":\"\\x\"}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":\"x}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":-}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":tru}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\" \"x\"}", "", NULL, "not valid JSON" },
+	{ P, "{\"prompt\":\"x\",}", "", NULL, "not valid JSON" },
+	{ P, "{prompt:\"x\"}", "", NULL, "not valid JSON" },
+	{ P, "[1 2]", "", NULL, "not valid JSON" },
 };
 #undef C
 #undef P
@@ -491,6 +504,30 @@ static void test_bad_requests(void **state)
 	(void)state;
 	for (size_t i = 0; i < N(bads); i++)
 		check_bad(&bads[i], NULL);
+}
+
+/* cJSON nests at most 1000 deep: deeper is the client's error (400), not
+ * memory running out. */
+static void test_deep_nesting(void **state)
+{
+	static const struct bad deep = { NB_OPENAI_COMPLETION, NULL, "", NULL, "not valid JSON" };
+	static const struct bad ok = { NB_OPENAI_COMPLETION, NULL, "prompt", "unsupported_value",
+				       "token-id" };
+	struct bad b;
+	char body[2100 + 32];
+
+	(void)state;
+	for (int depth = 999; depth <= 1000; depth++) {
+		int n = snprintf(body, sizeof(body), "{\"prompt\":");
+		for (int i = 0; i < depth; i++)
+			body[n++] = '[';
+		for (int i = 0; i < depth; i++)
+			body[n++] = ']';
+		strcpy(body + n, "}");
+		b = depth < 1000 ? ok : deep; /* with the outer object: 1000, 1001 deep */
+		b.body = body;
+		check_bad(&b, NULL);
+	}
 }
 
 static void test_limits(void **state)
@@ -1165,6 +1202,7 @@ int main(void)
 		cmocka_unit_test(test_content_forms),
 		cmocka_unit_test(test_completion),
 		cmocka_unit_test(test_bad_requests),
+		cmocka_unit_test(test_deep_nesting),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_nul_bytes),
 		cmocka_unit_test(test_detect),

@@ -109,7 +109,7 @@ static void collect(struct fx *f, struct nb_sched *s, struct nb_job **jobs, stru
 					continue;
 				fin = nb_job_take(j, &buf, &len, &res[i].n_gen);
 				assert_true(res[i].len + len < sizeof(res[i].text));
-				if (len)
+				if (len) /* news without text: buf is NULL */
 					memcpy(res[i].text + res[i].len, buf, len);
 				res[i].len += len;
 				free(buf);
@@ -391,6 +391,111 @@ static void test_text_jobs_queue_and_close(void **state)
 	}
 }
 
+/* An event loop woken late (here: 10 ms after each notification, far
+ * longer than a step of this model) still gets each token within one step:
+ * the scheduler waits for it between steps, so no take holds more than the
+ * tokens of two steps. Without that wait each take held a burst. */
+static void test_a_late_reader_gets_no_bursts(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_sched_opts o = opts(f, 1, 2, 8);
+	struct nb_job *j;
+	enum nb_finish fin = NB_FINISH_NONE;
+	uint32_t seen = 0, most = 0, takes = 0;
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	j = make_job(f, "Once upon a time", 40, 0.0f, 0);
+	assert_int_equal(nb_sched_submit(&s, j), 0);
+	while (!fin) {
+		uint64_t v;
+		struct nb_job *r, *next;
+
+		assert_int_equal(read(f->efd, &v, sizeof(v)), sizeof(v));
+		usleep(10000);
+		for (r = nb_sched_ready(&s); r; r = next) {
+			char *buf;
+			size_t len;
+			uint32_t n;
+
+			next = r->next_ready;
+			fin = nb_job_take(r, &buf, &len, &n);
+			free(buf);
+			most = n - seen > most ? n - seen : most;
+			seen = n;
+			takes++;
+			nb_job_unref(r);
+		}
+	}
+	assert_int_equal(fin, NB_FINISH_LENGTH);
+	assert_int_equal(seen, 40);
+	assert_true(most <= 2);
+	assert_true(takes >= 20);
+	nb_job_unref(j);
+	nb_sched_close(&s);
+}
+
+/* True once the scheduler has news again, or nothing runs or waits. */
+static bool news_or_idle(struct nb_sched *s)
+{
+	bool news;
+
+	pthread_mutex_lock(&s->lock);
+	news = s->ready != NULL;
+	pthread_mutex_unlock(&s->lock);
+	return news || (atomic_load(&s->stats.busy_slots) == 0 &&
+			atomic_load(&s->stats.queue_depth) == 0);
+}
+
+/* A reader slow to walk the list it took (the server writes to sockets
+ * meanwhile): the scheduler, no longer waiting, runs its next step and
+ * puts the running jobs on its list again before the walk. That must not
+ * change the list taken: jobs finished in a lower slot were cut from it,
+ * their news never came and their references leaked. */
+static void test_a_slow_reader_walks_the_list_it_took(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_sched_opts o = opts(f, 4, 4, 8);
+	struct nb_job *jobs[4];
+	enum nb_finish fin[4] = { NB_FINISH_NONE };
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	for (int i = 0; i < 4; i++) { /* slot i; the lower the slot, the sooner it ends */
+		jobs[i] = make_job(f, prompts[i], 4 + 6 * (uint32_t)i, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	}
+	for (;;) {
+		struct nb_job *list, *next;
+
+		while (!news_or_idle(&s))
+			usleep(1000);
+		list = nb_sched_ready(&s);
+		if (!list)
+			break; /* idle, and every piece of news taken */
+		while (!news_or_idle(&s)) /* the next step is done before the walk */
+			usleep(1000);
+		for (struct nb_job *j = list; j; j = next) {
+			char *buf = NULL;
+			size_t len;
+			uint32_t n;
+
+			next = j->next_ready;
+			for (int i = 0; i < 4; i++)
+				if (jobs[i] == j)
+					fin[i] = nb_job_take(j, &buf, &len, &n);
+			free(buf);
+			nb_job_unref(j);
+		}
+	}
+	nb_sched_close(&s);
+	for (int i = 0; i < 4; i++) {
+		assert_int_not_equal(fin[i], NB_FINISH_NONE); /* its end was news */
+		assert_int_equal(atomic_load(&jobs[i]->refs), 1); /* only ours is left */
+		nb_job_unref(jobs[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -403,6 +508,8 @@ int main(void)
 		cmocka_unit_test(test_no_cache_beside_the_slots),
 		cmocka_unit_test(test_text_jobs),
 		cmocka_unit_test(test_text_jobs_queue_and_close),
+		cmocka_unit_test(test_a_late_reader_gets_no_bursts),
+		cmocka_unit_test(test_a_slow_reader_walks_the_list_it_took),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
