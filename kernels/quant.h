@@ -118,7 +118,7 @@ struct nb_qact {
  * rounded half away from zero, in -127..127. Sets m, k and kp; m * kp must
  * fit the allocation. Defined here, in portable C; a backend may quantize
  * whole blocks faster with the same bits (nb_qact.quant_block: 16 lanes
- * on AVX-512, where quantization took ~2% of a decode step before). */
+ * on AVX-512). */
 void nb_quant_act(struct nb_qact *a, const float *x, uint32_t m, uint32_t k);
 /* The same in parts, for threads: prepare sets the shape, then blocks
  * [b0, b1) of the m * ceil(k/G) blocks (row-major) may be quantized in any

@@ -24,10 +24,9 @@
 #endif
 #define TILE MMQ_TILE
 /* Bytes ahead in the weight stream, and into which cache: the AVX-512
- * build eats the stream faster. Measured streaming q4 decode products on
- * one core: on an Intel core L2 at 4 KiB gave 4-10% more than L1 at
- * 2 KiB, and 8 KiB was no different; on an AMD Zen 5 core 8 KiB gave 8%
- * more than 4 KiB (27 against 25 GB/s). */
+ * build eats the stream faster, so it looks further ahead, into L2 (the
+ * distances were chosen by measuring streaming decode products on one
+ * core: docs/ARCHITECTURE.md). */
 #ifdef MMQ_ZMM
 #define PREFETCH 8192
 #define PREFETCH_HINT _MM_HINT_T1

@@ -20,12 +20,11 @@ uint64_t nb_kv_bytes(const struct nb_hparams *hp, uint32_t max_ctx)
 }
 
 /* The cache is faulted in whole when it is opened: left to fault as the
- * positions advance, each (layer, head) stream crossed into a new page
- * every 16 tokens (TinyLlama), 11 page faults per token, and a fault on
- * this VM cost ~14 us per layer of decode (2.4% of a token). A cache
- * larger than the memory available is refused with an error here, where
- * faulting it in would have the kernel kill the process, and lazily it
- * would do so in the middle of an answer. Huge pages where the kernel
+ * positions advance, each (layer, head) stream crosses into a new page
+ * every few tokens, and the faults land in the middle of decode steps. A
+ * cache larger than the memory available is refused with an error at open,
+ * where faulting it in would have the kernel kill the process, and lazily
+ * it would do so in the middle of an answer. Huge pages where the kernel
  * gives them: 2 MiB aligned, advised. */
 #define KV_ALIGN (2u << 20)
 

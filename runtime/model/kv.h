@@ -26,10 +26,9 @@ uint64_t nb_kv_bytes(const struct nb_hparams *hp, uint32_t max_ctx);
 
 /* The cache is head-major, [n_layers][n_kv_heads][max_ctx][head_dim]: the
  * keys (values) one head reads are one contiguous stream. The weights
- * evict them from the caches each token, and read row by row in a
- * [pos][kv_dim] layout they were 256-byte pieces 1 KiB apart (TinyLlama),
- * which the prefetchers followed poorly: attention took 10.8% of decode
- * at positions 128-330 (TinyLlama, 2 threads), 8.2% head-major. */
+ * evict them from the caches each token, and in a [pos][kv_dim] layout a
+ * head's rows are short pieces far apart, which the hardware prefetchers
+ * follow poorly. */
 
 static inline float *nb_kv_at(const struct nb_kv *kv, float *cache, const struct nb_hparams *hp,
 			      uint32_t layer, uint32_t head, uint32_t pos)

@@ -97,9 +97,8 @@ static void matmul_quads(const struct matmul *mm, uint64_t q0, uint64_t q1)
  * the back half of what is left of another's into its own. So a thread's
  * weights are one sequential stream, which its prefetch runs ahead on
  * across grabs: handing out chunks of one shared range (guided
- * self-scheduling) started ~20 streams per thread on each 2048-row
- * matrix, each start a memory latency, and those matrices streamed at
- * 44 GB/s here against 53 for the large ones. Stealing keeps the threads
+ * self-scheduling) starts many streams per thread on each matrix, each
+ * start a memory latency. Stealing keeps the threads
  * finishing together however the memory system or the hypervisor favours
  * one core. A range is one atomic word, lo | hi << 32 (quads of a product
  * are far below 2^32), changed by CAS, but for the owner refilling its

@@ -246,8 +246,8 @@ int nb_image_write(const char *path, const struct nb_image_spec *s)
 		ret = -NB_EIO;
 	}
 	/* The page cache holds what write() left: small pages, which the
-	 * loader's mapping would then use (one-thread decode measured ~28
-	 * against ~36 tokens/s in huge pages). Dropped, the image comes back
+	 * loader's mapping would then use, and decode streams the weights
+	 * markedly slower through small pages. Dropped, the image comes back
 	 * on first load through readahead, in huge pages where the file
 	 * system has them. */
 	if (!ret)
