@@ -98,6 +98,27 @@ extern const struct nb_applet nb_applet_chat;
 #define NB_APPLET_CHAT NULL
 #endif
 
+#if IS_ENABLED(CONFIG_APPLET_KEYGEN)
+extern const struct nb_applet nb_applet_keygen;
+#define NB_APPLET_KEYGEN (&nb_applet_keygen)
+#else
+#define NB_APPLET_KEYGEN NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_SIGN)
+extern const struct nb_applet nb_applet_sign;
+#define NB_APPLET_SIGN (&nb_applet_sign)
+#else
+#define NB_APPLET_SIGN NULL
+#endif
+
+#if IS_ENABLED(CONFIG_APPLET_VERIFY)
+extern const struct nb_applet nb_applet_verify;
+#define NB_APPLET_VERIFY (&nb_applet_verify)
+#else
+#define NB_APPLET_VERIFY NULL
+#endif
+
 /* NULL if no applet of that name is built in. */
 const struct nb_applet *nb_applet_find(const char *name);
 /* Calls fn for every built-in applet, in alphabetical order. */

@@ -7,3 +7,6 @@ obj-$(CONFIG_APPLET_RUN) += runtime/applets/run.o
 obj-$(CONFIG_APPLET_SELFTEST) += runtime/applets/selftest.o
 obj-$(CONFIG_APPLET_SERVE) += runtime/applets/serve.o
 obj-$(CONFIG_APPLET_SHA256) += runtime/applets/sha256.o
+obj-$(CONFIG_APPLET_KEYGEN) += runtime/applets/keygen.o
+obj-$(CONFIG_APPLET_SIGN) += runtime/applets/sign.o
+obj-$(CONFIG_APPLET_VERIFY) += runtime/applets/verify.o
