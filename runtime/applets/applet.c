@@ -20,6 +20,7 @@ static const struct nb_applet *const nb_applets[] = {
 	NB_APPLET_SERVE,
 	NB_APPLET_SHA256,
 	NB_APPLET_SIGN,
+	NB_APPLET_UPDATE,
 	NB_APPLET_VERIFY,
 	NB_APPLET_VERSION,
 };

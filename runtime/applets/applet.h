@@ -119,6 +119,13 @@ extern const struct nb_applet nb_applet_verify;
 #define NB_APPLET_VERIFY NULL
 #endif
 
+#if IS_ENABLED(CONFIG_APPLET_UPDATE)
+extern const struct nb_applet nb_applet_update;
+#define NB_APPLET_UPDATE (&nb_applet_update)
+#else
+#define NB_APPLET_UPDATE NULL
+#endif
+
 /* NULL if no applet of that name is built in. */
 const struct nb_applet *nb_applet_find(const char *name);
 /* Calls fn for every built-in applet, in alphabetical order. */

@@ -10,3 +10,4 @@ obj-$(CONFIG_APPLET_SHA256) += runtime/applets/sha256.o
 obj-$(CONFIG_APPLET_KEYGEN) += runtime/applets/keygen.o
 obj-$(CONFIG_APPLET_SIGN) += runtime/applets/sign.o
 obj-$(CONFIG_APPLET_VERIFY) += runtime/applets/verify.o
+obj-$(CONFIG_APPLET_UPDATE) += runtime/applets/update.o

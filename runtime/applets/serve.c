@@ -3,12 +3,17 @@
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
 #include "runtime/server/server.h"
+#include "runtime/server/trial.h"
 
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define NB_STR2(x) #x
+#define NB_STR(x) NB_STR2(x)
 
 static int parse_num(const char *s, const char *what, double min, double max, double *out)
 {
@@ -58,7 +63,19 @@ static int add_gid(struct nb_server_opts *o, const char *s)
 }
 
 enum { O_GROUP = 256, O_MODE, O_ALLOW_UID, O_ALLOW_GID, O_LISTEN, O_KEY, O_SLOTS, O_CTX,
-       O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK };
+       O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK,
+       O_SLOTS_DIR, O_HEALTH_TIMEOUT, O_HEALTH_MAX_MS };
+
+/* A/B slots (runtime/server/trial.h): options of their own. */
+static int parse_trial_opt(struct nb_trial_opts *t, int c, const char *arg)
+{
+	switch (c) {
+	case O_SLOTS_DIR: t->slots_dir = arg; return 0;
+	case O_HEALTH_TIMEOUT: return parse_num(arg, "--health-timeout", 0.001, 86400, &t->timeout);
+	case O_HEALTH_MAX_MS: return parse_num(arg, "--health-max-ms", 0.001, 1e6, &t->max_ms);
+	default: return 1;
+	}
+}
 
 static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 {
@@ -106,18 +123,37 @@ static int serve_main(int argc, char **argv)
 		{ "read-timeout", required_argument, NULL, O_READ },
 		{ "grace", required_argument, NULL, O_GRACE },
 		{ "max-body", required_argument, NULL, O_MAXBODY },
-		{ "max-tokens", required_argument, NULL, O_MAXTOK }, { NULL, 0, NULL, 0 },
+		{ "max-tokens", required_argument, NULL, O_MAXTOK },
+		{ "slots-dir", required_argument, NULL, O_SLOTS_DIR },
+		{ "health-timeout", required_argument, NULL, O_HEALTH_TIMEOUT },
+		{ "health-max-ms", required_argument, NULL, O_HEALTH_MAX_MS }, { NULL, 0, NULL, 0 },
 	};
 	struct nb_server_opts o;
-	int c;
+	struct nb_trial_opts trial;
+	char slot_model[PATH_MAX];
+	bool slots = false;
+	int c, r;
 
 	nb_server_opts_default(&o);
-	while ((c = getopt_long(argc, argv, "m:s:t:", opts, NULL)) != -1)
-		if (parse_opt(&o, c, optarg))
+	nb_trial_opts_default(&trial);
+	while ((c = getopt_long(argc, argv, "m:s:t:", opts, NULL)) != -1) {
+		if ((r = parse_trial_opt(&trial, c, optarg)) <= 0) {
+			slots |= c == O_SLOTS_DIR;
+			if (r < 0)
+				return NB_EXIT_USAGE;
+		} else if (parse_opt(&o, c, optarg)) {
 			return NB_EXIT_USAGE;
-	if (optind != argc || !o.model) {
+		}
+	}
+	if (optind != argc || !o.model == !slots) {
 		fprintf(stderr, "%s", nb_applet_serve.usage);
 		return NB_EXIT_USAGE;
+	}
+	if (slots) {
+		trial.image_flags = nb_image_default_flags();
+		if (nb_trial_start(&trial, slot_model, sizeof(slot_model)))
+			return NB_EXIT_FAIL;
+		o.model = slot_model;
 	}
 	return nb_server_run(&o) ? NB_EXIT_FAIL : NB_EXIT_OK;
 }
@@ -125,7 +161,8 @@ static int serve_main(int argc, char **argv)
 const struct nb_applet nb_applet_serve = {
 	.name = "serve",
 	.summary = "OpenAI-compatible HTTP server on a local socket",
-	.usage = "usage: nibble serve -m MODEL.nib [options]\n\n"
+	.usage = "usage: nibble serve -m MODEL.nib [options]\n"
+		 "       nibble serve --slots-dir DIR [options]\n\n"
 		 "Serves POST /v1/chat/completions, POST /v1/completions (streaming with\n"
 		 "\"stream\": true), GET /v1/models, GET /health and GET /metrics (Prometheus)\n"
 		 "over HTTP/1.1 on an AF_UNIX socket, and optionally TCP with an API key.\n"
@@ -133,6 +170,11 @@ const struct nb_applet nb_applet_serve = {
 		 "stops accepting, lets running requests finish for --grace seconds, cancels\n"
 		 "the rest with an error, and removes the socket.\n\n"
 		 "  -m, --model FILE          model image\n"
+		 "      --slots-dir DIR       run the A/B slot of nibble update instead: a trial\n"
+		 "                            slot is health-checked, then committed or rolled\n"
+		 "                            back (docs/updates.md)\n"
+		 "      --health-timeout S    seconds the health check may take (" NB_STR(CONFIG_UPDATE_HEALTH_TIMEOUT) ")\n"
+		 "      --health-max-ms MS    slowest ms per token it accepts (" NB_STR(CONFIG_UPDATE_HEALTH_MAX_MS) ")\n"
 		 "  -s, --socket PATH         AF_UNIX socket (" CONFIG_SERVER_SOCKET ")\n"
 		 "      --group NAME          group owning the socket\n"
 		 "      --mode OCTAL          socket permissions (0660)\n"
