@@ -6,7 +6,7 @@ set -eu
 
 PKGS="musl-tools musl-dev libmbedtls-dev libgpiod-dev libcmocka-dev libcjson-dev clang llvm libclang-rt-14-dev
 kconfig-frontends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
-dpkg-dev curl file ca-certificates xz-utils tmux python3"
+dpkg-dev curl file ca-certificates xz-utils tmux python3 nginx-light openssl procps"
 ARM64_PKGS="musl-dev:arm64"
 # The server test drives the official OpenAI client library on Node.js.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
