@@ -32,4 +32,8 @@ done
 python3 tests/bench_server.py build/bench/nibble.sock 64
 kill -TERM $srv
 wait $srv
+echo
+echo "== contention: TinyLlama-1.1B shape q4_g32, default threads against -t 1, with no other load and"
+echo "   with a busy loop pinned to each core in turn; 200-token generations, nibble run and one nibble serve stream"
+python3 tests/bench_contention.py $NB build/bench/models/tinyllama-q4.nib build/bench 3 200
 rm -f build/bench/models/tinyllama-q4.nib

@@ -454,25 +454,48 @@ static uint64_t kv_bytes_per_token(const struct nb_hparams *hp, const struct ben
 	return per_pos * (2ull * o->n_prompt + o->n_gen + 1) / 2;
 }
 
+/* What speed() measured: medians over the reps, and generation against
+ * the roofline pair by pair. */
+struct speed_result {
+	double pp, gen;   /* tok/s */
+	double bw;        /* bytes/s; 0 without a probe */
+	double ratio, ratio_lo, ratio_hi; /* gen / (bw / bytes per token): median, min, max */
+};
+
+static double spread_of(const double *v, uint32_t n, double *lo, double *hi)
+{
+	double s[MAX_REPS];
+
+	memcpy(s, v, n * sizeof(*v));
+	qsort(s, n, sizeof(*s), cmp_double);
+	*lo = s[0];
+	*hi = s[n - 1];
+	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
 /* Prompt processing and generation speed with these kernels and threads,
- * best of reps. With a probe, the bandwidth is sampled right after each
- * rep's generation, over a window as long as it, and *bw gets the best:
- * the roofline is sampled over the same seconds as the speeds and over
- * windows of the same length. Both matter on this VM: its bandwidth drifts
- * by 20% from minute to minute, and 1 GiB passes (20 ms) read 34 to 54
- * GB/s within one second, so the best of short passes is a peak no
- * sustained 0.5 s run sees, the kernels' or the probe's own. */
+ * over reps runs. With a probe, the bandwidth is sampled after each
+ * generation, over a window as long as it took, so that generations and
+ * probes alternate (G0 P0 G1 P1 ...), and each generation is paired with
+ * the mean of the probes on either side of it (P0 alone for G0): its
+ * roofline ratio is taken against the bandwidth of the same seconds, and
+ * a drift of the machine's bandwidth during the pair cancels to first
+ * order. The ratios' median and spread are reported: a best generation
+ * and a best bandwidth, each from other seconds, drift apart on a machine
+ * whose bandwidth moves by a fifth from minute to minute, and put the
+ * ratio above 100%. */
 static int speed(const struct nb_llm *l, const struct nb_kernels *k, struct nb_pool *pool,
-		 const struct bench_opts *o, int reps, struct bw *probe, double *bw, double *pp,
-		 double *gen)
+		 const struct bench_opts *o, int reps, struct bw *probe, uint64_t per_tok,
+		 struct speed_result *res)
 {
 	const uint32_t vocab = l->model.hp.vocab_size, ctx = o->n_prompt + o->n_gen;
 	const struct nb_fwd_opts fo = { .max_ctx = ctx, .max_batch = 64, .pool = pool, .kernels = k };
 	int32_t *prompt = malloc(o->n_prompt * sizeof(int32_t)), tok;
+	double pp[MAX_REPS], gen[MAX_REPS], bw[MAX_REPS], ratio[MAX_REPS], after = 0, lo, hi;
 	struct nb_fwd f;
 	float *lg;
 	double t0;
-	int ret;
+	int ret, n = 0;
 
 	if (!prompt)
 		return -NB_ENOMEM;
@@ -481,15 +504,10 @@ static int speed(const struct nb_llm *l, const struct nb_kernels *k, struct nb_p
 	ret = nb_fwd_open_opts(&f, &l->model, &fo);
 	if (ret)
 		goto out;
-	*pp = *gen = 0;
-	if (bw)
-		*bw = 0;
-	for (int rep = 0; !ret && rep < reps; rep++) {
-		double r;
+	for (int rep = 0; !ret && rep < reps && rep < MAX_REPS; rep++) {
 		t0 = nb_sys_now();
 		ret = nb_fwd_prompt(&f, prompt, o->n_prompt, 0, &lg);
-		r = o->n_prompt / (nb_sys_now() - t0);
-		*pp = r > *pp ? r : *pp;
+		pp[rep] = o->n_prompt / (nb_sys_now() - t0);
 		tok = nb_llm_argmax(lg, vocab);
 		t0 = nb_sys_now();
 		for (uint32_t i = 0; !ret && i < o->n_gen; i++) {
@@ -497,14 +515,24 @@ static int speed(const struct nb_llm *l, const struct nb_kernels *k, struct nb_p
 			tok = nb_llm_argmax(lg, vocab);
 		}
 		t0 = nb_sys_now() - t0;
-		r = o->n_gen / t0;
-		*gen = r > *gen ? r : *gen;
+		gen[rep] = o->n_gen / t0;
 		if (probe) {
-			r = bw_sample(probe, pool, t0);
-			*bw = r > *bw ? r : *bw;
+			double before = after;
+			after = bw_sample(probe, pool, t0);
+			bw[rep] = rep ? (before + after) / 2 : after;
+			ratio[rep] = gen[rep] * (double)per_tok / bw[rep];
 		}
+		n++;
 	}
 	nb_fwd_close(&f);
+	if (!ret && n) {
+		*res = (struct speed_result){ .pp = spread_of(pp, n, &lo, &hi),
+					      .gen = spread_of(gen, n, &lo, &hi) };
+		if (probe) {
+			res->bw = spread_of(bw, n, &lo, &hi);
+			res->ratio = spread_of(ratio, n, &res->ratio_lo, &res->ratio_hi);
+		}
+	}
 out:
 	free(prompt);
 	return ret;
@@ -517,8 +545,10 @@ static int bench_speed(const struct bench_opts *o)
 	struct nb_llm l;
 	struct nb_pool pool;
 	struct bw probe;
+	struct speed_result r, sc;
 	uint64_t per_tok, kv_tok;
-	double bw[CONFIG_MAX_THREADS + 1] = { 0 }, pp, gen, gen1 = 0, sc_pp, sc_gen;
+	double gen1 = 0, over = 0;
+	uint32_t over_t = 0;
 	long rss;
 	int ret;
 
@@ -538,31 +568,45 @@ static int bench_speed(const struct bench_opts *o)
 	ret = bw_open(&probe, &cpu);
 	if (ret)
 		goto out;
-	printf("kernels:     %s; %u-token prompt, %u generated tokens; speeds and bandwidth best of %d\n",
+	printf("kernels:     %s; %u-token prompt, %u generated tokens; medians of %d runs, each\n"
+	       "             generation paired with the bandwidth read around it\n",
 	       best->name, o->n_prompt, o->n_gen, SPEED_REPS);
-	printf("threads  read GB/s  pp tok/s  gen tok/s  roofline tok/s  gen/roofline  pp/gen\n");
+	printf("threads  read GB/s  pp tok/s  gen tok/s  roofline tok/s  gen/roofline (min-max)  pp/gen\n");
 	for (uint32_t t = 1; !ret && t <= o->max_threads; t++) {
 		ret = nb_pool_open(&pool, t, NULL);
 		if (ret)
 			break;
-		ret = speed(&l, best, &pool, o, SPEED_REPS, &probe, &bw[t], &pp, &gen);
+		ret = speed(&l, best, &pool, o, SPEED_REPS, &probe, per_tok, &r);
 		if (t == 1)
-			gen1 = gen;
+			gen1 = r.gen;
 		nb_pool_close(&pool);
-		if (!ret)
-			printf("%7u  %9.1f  %8.1f  %9.2f  %14.2f  %11.0f%%  %6.1fx\n", t, bw[t] / 1e9, pp,
-			       gen, bw[t] / per_tok, 100.0 * gen / (bw[t] / per_tok), pp / gen);
+		if (ret)
+			break;
+		printf("%7u  %9.1f  %8.1f  %9.2f  %14.2f  %11.0f%% (%.0f-%.0f%%)  %6.1fx\n", t,
+		       r.bw / 1e9, r.pp, r.gen, r.bw / per_tok, 100 * r.ratio, 100 * r.ratio_lo,
+		       100 * r.ratio_hi, r.pp / r.gen);
+		if (r.ratio_hi > 1.005 && r.ratio_hi > over) {
+			over = r.ratio_hi;
+			over_t = t;
+		}
 	}
+	/* a ratio above 100% is a measurement error, never a result */
+	if (!ret && over > 0)
+		printf("note:        a ratio above 100%% (up to %.0f%% at %u threads) means the bandwidth\n"
+		       "             probe read slower than the model streamed its weights in the same\n"
+		       "             seconds: the probe under-reads on this machine, and the roofline\n"
+		       "             is a lower bound here, not the model's speed limit\n",
+		       100 * over, over_t);
 	bw_close(&probe); /* before reading the resident set: it is 1 GiB */
 	rss = nb_sys_resident_kib();
 	if (!ret && best != &nb_kernels_scalar) {
 		struct bench_opts short_run = *o;
 		short_run.n_prompt = 8;
 		short_run.n_gen = 4;
-		ret = speed(&l, &nb_kernels_scalar, NULL, &short_run, 1, NULL, NULL, &sc_pp, &sc_gen);
+		ret = speed(&l, &nb_kernels_scalar, NULL, &short_run, 1, NULL, per_tok, &sc);
 		if (!ret)
 			printf("scalar reference, 1 thread: gen %.2f tok/s -> %s is %.1fx the scalar reference\n",
-			       sc_gen, best->name, gen1 / sc_gen);
+			       sc.gen, best->name, gen1 / sc.gen);
 	}
 	if (!ret)
 		printf("resident:    %.1f MB while generating = %.2f x (image %.1f MB + KV cache %.1f MB)\n",
@@ -706,12 +750,14 @@ const struct nb_applet nb_applet_bench = {
 		 "generation speed (128 tokens) and the resident memory before load, after load\n"
 		 "and while generating, against image size + KV cache.\n\n"
 		 "--speed: prompt processing (128 tokens) and generation (32 tokens) speed at\n"
-		 "1..N threads (default: the CPUs), best of 7, with the memory read bandwidth\n"
-		 "measured in the same run (passes over 1 GiB in huge pages with the widest\n"
-		 "loads the CPU has, with and without software prefetch, right after each\n"
-		 "generation run and for as long as it took; the best) and generation as a\n"
-		 "fraction of the roofline (bandwidth / bytes read per token: weights and\n"
-		 "the mean KV cache), and the scalar reference's speed.\n\n"
+		 "1..N threads (default: the CPUs), medians of 7 runs, with the memory read\n"
+		 "bandwidth measured in the same run (passes over 1 GiB in huge pages with the\n"
+		 "widest loads the CPU has, with and without software prefetch, after each\n"
+		 "generation run and for as long as it took; the faster), and generation as a\n"
+		 "fraction of the roofline (bandwidth / bytes read per token: weights and the\n"
+		 "mean KV cache) taken per run against the bandwidth read just before and\n"
+		 "after it: median and spread; above 100% is flagged as the probe reading\n"
+		 "slower than the model. And the scalar reference's speed.\n\n"
 		 "--synthetic SHAPE: the same on random weights of a real model's shape,\n"
 		 "written as an image first (FILE, default $TMPDIR, removed after): tinyllama\n"
 		 "(TinyLlama-1.1B), smollm-135m, stories260k, llama-3.2-1b. --type: q4_g32\n"

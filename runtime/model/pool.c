@@ -1,6 +1,7 @@
 /* Worker thread pool: dispatch and joining through one state word,
  * completion by a count of finished workers, each waited on by spinning and
- * then sleeping on a futex.
+ * then sleeping on a futex; workers that find their core busy with other
+ * work rest.
  *
  * The state word is gen << 9 | OPEN | joined. A run sets it to the next
  * generation, open, none joined. A worker that sees a new generation joins
@@ -14,6 +15,31 @@
  * only with the last one it saw, and a worker that had missed exactly 2^23
  * runs (hours of decode without once getting a CPU) and so took the new
  * one for the old would skip one run -- fatal only to an nb_pool_run.
+ *
+ * Resting. A shared run never waits for a worker that has not joined, but
+ * it must wait for one that joined and was then preempted holding work,
+ * until the kernel runs it again: with another process busy on its core,
+ * at the end of each of its time slices (scheduler ticks: 4 ms at HZ 250).
+ * That costs the caller more than the worker's half of a core brings, so
+ * each worker measures what its core gives it, over windows of ASSESS_NS
+ * (PROBE_NS for the first one and after a rest):
+ * - lost: the time it was awake but not running (wall time minus its
+ *   sleeps minus its CPU time); above 2/5 of the time awake, its core is
+ *   busy with something else (another process, or the caller itself when
+ *   the kernel has put them on one core);
+ * - late: how long the caller waited for it after ending each run's
+ *   offer; above 1/6 of the window, its preemptions cost more than it
+ *   does (a free core: about 1%; a shared one: 30 to 50%).
+ * Either makes it rest: sleep, joining nothing, for REST_MIN_NS, twice as
+ * long as the last rest if that ended less than REST_AGAIN_NS ago, up to
+ * REST_MAX_NS. A resting worker leaves its core to the other process and
+ * the pool runs as if opened with fewer threads, which is what the cores
+ * give; a free core ends the rests at the next probe. The caller cannot
+ * rest, but when its own core is busy (the kernel's count of the time it
+ * waited to run: schedstat) the workers on the other cores keep the
+ * kernel from moving it there, so they rest too (caller_busy), and the
+ * kernel moves it as it would a single thread. nb_pool_run wakes resting
+ * workers: it needs every one.
  *
  * Memory ordering, in one place:
  * - Dispatch: the caller writes fn, arg and done with plain/relaxed
@@ -35,19 +61,25 @@
  *   sleep, or the waker sees the counter and calls FUTEX_WAKE. A sleeper
  *   that read the old word but has not yet entered the kernel is covered by
  *   FUTEX_WAIT itself, which re-checks the word atomically against the
- *   wake. So the dispatcher skips the syscall when nobody sleeps.
+ *   wake. So the dispatcher skips the syscall when nobody sleeps. Resting
+ *   workers sleep the same way on the gate word, which nb_pool_run bumps
+ *   after its dispatch (release): a rester that reads the new gate (acquire)
+ *   also sees the run and the everyone flag, and one that read the old gate
+ *   is woken.
  */
 #include "runtime/model/pool.h"
 
 #include "runtime/base/err.h"
-#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -62,6 +94,24 @@
  * with room for kernels' tiles and the sanitizers' redzones. */
 #define NB_POOL_STACK (1u << 20)
 
+/* The caller's spin while joined workers finish: ~60 us, several chunks
+ * of work; a worker later than that was most likely preempted, and the
+ * caller's core is better left to the kernel (it may run that worker). */
+#define TAIL_SPIN 4096u
+
+/* Resting (see the top): the windows (a long one of 16 ticks at HZ 250, a
+ * probe of 2), the lost and late shares that make a worker rest, the
+ * rests, and how often the caller looks at its clock (shared runs). */
+#define ASSESS_NS 64000000ull
+#define PROBE_NS 8000000ull
+#define LOST_SHARE 2u /* of LOST_OF */
+#define LOST_OF 5u
+#define LATE_OF 6u
+#define REST_MIN_NS 32000000ull
+#define REST_MAX_NS 2048000000ull
+#define REST_AGAIN_NS (2 * ASSESS_NS)
+#define WATCH_RUNS 64u
+
 #define ST_JOINED 0xffu /* workers joined: at most CONFIG_MAX_THREADS - 1 */
 #define ST_OPEN (1u << 8)
 #define ST_GEN_SHIFT 9
@@ -72,6 +122,14 @@ _Static_assert(CONFIG_MAX_THREADS - 1 <= ST_JOINED, "joined workers fit the stat
 static unsigned gen_of(unsigned state)
 {
 	return state >> ST_GEN_SHIFT;
+}
+
+static uint64_t clock_ns(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -90,11 +148,15 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Errors (EAGAIN: the word already changed, EINTR) need no handling: every
- * caller re-checks its condition in a loop. */
-static void futex_wait(atomic_uint *word, unsigned val)
+/* Errors (EAGAIN: the word already changed, EINTR, ETIMEDOUT) need no
+ * handling: every caller re-checks its condition in a loop. timeout_ns 0:
+ * none. */
+static void futex_wait(atomic_uint *word, unsigned val, uint64_t timeout_ns)
 {
-	syscall(SYS_futex, (void *)word, NB_FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+	struct timespec ts = { (time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u) };
+
+	syscall(SYS_futex, (void *)word, NB_FUTEX_WAIT_PRIVATE, val, timeout_ns ? &ts : NULL, NULL,
+		0);
 }
 
 static void futex_wake(struct nb_pool *p, atomic_uint *word, int n)
@@ -103,26 +165,30 @@ static void futex_wake(struct nb_pool *p, atomic_uint *word, int n)
 	syscall(SYS_futex, (void *)word, NB_FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-/* Returns once a relaxed load saw *word != val; the caller re-reads it with
- * an acquire load. Spins for the budget, then advertises itself in *asleep
- * and sleeps (see the top of the file for why no wake-up can be lost). */
-static void wait_while(struct nb_pool *p, atomic_uint *word, unsigned val, atomic_uint *asleep)
+/* Returns once a relaxed load saw *word != val (the caller re-reads it with
+ * an acquire load), with the time it slept, 0 if it did not. Spins for the
+ * budget, then advertises itself in *asleep and sleeps (see the top of the
+ * file for why no wake-up can be lost). */
+static uint64_t wait_while(struct nb_pool *p, atomic_uint *word, unsigned val,
+			   atomic_uint *asleep, unsigned spin)
 {
-	unsigned spin = atomic_load_explicit(&p->spin, memory_order_relaxed);
+	uint64_t t0;
 
 	for (unsigned i = 0; i < spin; i++) {
 		if (atomic_load_explicit(word, memory_order_relaxed) != val)
-			return;
+			return 0;
 		cpu_relax();
 	}
+	t0 = clock_ns(CLOCK_MONOTONIC);
 	atomic_fetch_add_explicit(asleep, 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);
 	while (atomic_load_explicit(word, memory_order_relaxed) == val) {
 		atomic_fetch_add_explicit(&p->n_sleeps, 1, memory_order_relaxed);
-		futex_wait(word, val);
+		futex_wait(word, val, 0);
 	}
 	/* relaxed: a dispatcher that still sees us asleep only wakes in vain */
 	atomic_fetch_sub_explicit(asleep, 1, memory_order_relaxed);
+	return clock_ns(CLOCK_MONOTONIC) - t0 + 1;
 }
 
 /* Changes *word (already done by the caller), then wakes sleepers if any. */
@@ -131,6 +197,64 @@ static void wake_sleepers(struct nb_pool *p, atomic_uint *word, atomic_uint *asl
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(asleep, memory_order_relaxed))
 		futex_wake(p, word, INT_MAX);
+}
+
+/* ---- the caller's watch on its core ----------------------------------- */
+
+/* Nanoseconds the calling thread has waited on a run queue (runnable, not
+ * running) since it started, from the kernel's schedstat; false if the
+ * kernel has none (CONFIG_SCHED_INFO). The file is the thread's own, so it
+ * is opened again when another thread makes the runs. */
+static bool run_delay(struct nb_pool *p, uint64_t *delay)
+{
+	char buf[96];
+	unsigned long long run, wait;
+	ssize_t n;
+
+	if (p->watch.fd == -2 || !pthread_equal(p->watch.thread, pthread_self())) {
+		if (p->watch.fd >= 0)
+			close(p->watch.fd);
+		p->watch.thread = pthread_self();
+		p->watch.fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+	}
+	if (p->watch.fd < 0)
+		return false;
+	n = pread(p->watch.fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+		return false;
+	*delay = wait;
+	return true;
+}
+
+/* Every WATCH_RUNS shared runs, and at most once per ASSESS_NS, sets
+ * caller_busy from the time the caller waited to run (see the top): the
+ * caller's CPU time would not do, as it also sleeps outside the pool
+ * (waiting for requests). Without schedstat, never set. */
+static void watch_caller(struct nb_pool *p)
+{
+	uint64_t now, delay, wall;
+
+	if (++p->watch.runs < WATCH_RUNS)
+		return;
+	p->watch.runs = 0;
+	now = clock_ns(CLOCK_MONOTONIC);
+	wall = now - p->watch.wall0;
+	if (wall < ASSESS_NS)
+		return;
+	if (run_delay(p, &delay)) {
+		bool busy = p->watch.wall0 && delay > p->watch.delay0 &&
+			    (delay - p->watch.delay0) * LOST_OF > wall * LOST_SHARE;
+		atomic_store_explicit(&p->caller_busy, busy, memory_order_relaxed);
+		p->watch.delay0 = delay;
+		/* a pinned caller lets go of its pin for good, as workers do */
+		if (busy && p->caller_pinned && pthread_equal(p->caller, pthread_self()) &&
+		    pthread_setaffinity_np(p->caller, sizeof(p->caller_mask), &p->caller_mask) == 0)
+			p->caller_pinned = 0;
+	}
+	p->watch.wall0 = now;
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -153,23 +277,111 @@ static void finish(struct nb_pool *p)
 	wake_sleepers(p, &p->done, &p->caller_asleep);
 }
 
+static void start_window(struct nb_pool_worker *w, bool probe)
+{
+	w->probing = probe;
+	w->late_ns = w->slept_ns = 0;
+	w->wall0 = clock_ns(CLOCK_MONOTONIC);
+	w->cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+/* True when the window is over and the worker lost too much of it or
+ * made the caller wait too long (see the top). */
+static bool core_busy(struct nb_pool_worker *w)
+{
+	uint64_t wall = clock_ns(CLOCK_MONOTONIC) - w->wall0, used, lost, awake, late_ns = w->late_ns;
+
+	if (wall < (w->probing ? PROBE_NS : ASSESS_NS))
+		return false;
+	used = clock_ns(CLOCK_THREAD_CPUTIME_ID) - w->cpu0;
+	awake = wall > w->slept_ns ? wall - w->slept_ns : 0;
+	lost = awake > used ? awake - used : 0;
+	/* asleep most of it (the pool idle), a window tells little: the next
+	 * one is no longer */
+	start_window(w, w->probing && awake * 4 <= wall);
+	return (awake * 4 > wall && lost * LOST_OF > awake * LOST_SHARE) || late_ns * LATE_OF > wall;
+}
+
+/* How long the caller has waited for us since it ended this run's offer
+ * (0 while it has not). */
+static uint64_t kept_waiting(struct nb_pool *p)
+{
+	uint64_t at = atomic_load_explicit(&p->closed_at, memory_order_relaxed), now;
+
+	if (!at)
+		return 0;
+	now = clock_ns(CLOCK_MONOTONIC);
+	return now > at ? now - at : 0;
+}
+
+/* A pinned worker that finds its core busy drops its pin for good: the
+ * kernel may then run it on any CPU the pool may use. */
+static void let_go(struct nb_pool *p, struct nb_pool_worker *w)
+{
+	if (w->pinned && CPU_COUNT(&p->allowed) &&
+	    pthread_setaffinity_np(pthread_self(), sizeof(p->allowed), &p->allowed) == 0)
+		w->pinned = false;
+}
+
+/* Sleeps for the worker's rest, or until a run that needs every worker
+ * (any generation after seen, with everyone set) or the pool's close. A
+ * rest that comes soon after the last one is twice as long. */
+static void rest(struct nb_pool *p, struct nb_pool_worker *w, unsigned seen)
+{
+	uint64_t now = clock_ns(CLOCK_MONOTONIC), end;
+	unsigned g;
+
+	if (w->rest_end && now - w->rest_end < REST_AGAIN_NS)
+		w->rest_ns = w->rest_ns * 2 < REST_MAX_NS ? w->rest_ns * 2 : REST_MAX_NS;
+	else
+		w->rest_ns = REST_MIN_NS;
+	end = now + w->rest_ns;
+	let_go(p, w);
+	atomic_fetch_add_explicit(&p->n_rests, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->resting, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	for (;;) {
+		g = atomic_load_explicit(&p->gate, memory_order_acquire);
+		if (atomic_load_explicit(&p->stop, memory_order_relaxed) ||
+		    (atomic_load_explicit(&p->everyone, memory_order_relaxed) &&
+		     gen_of(atomic_load_explicit(&p->state, memory_order_relaxed)) != seen))
+			break;
+		now = clock_ns(CLOCK_MONOTONIC);
+		if (now >= end)
+			break;
+		futex_wait(&p->gate, g, end - now);
+	}
+	atomic_fetch_sub_explicit(&p->resting, 1, memory_order_relaxed);
+	w->rest_end = clock_ns(CLOCK_MONOTONIC);
+	start_window(w, true);
+}
+
 static void *worker_main(void *v)
 {
 	struct nb_pool_worker *w = v;
 	struct nb_pool *p = w->pool;
 	unsigned seen = 0, s, ith; /* state at creation: no run before open returns */
+	bool shared;
 
+	start_window(w, true);
 	for (;;) {
 		while (gen_of(s = atomic_load_explicit(&p->state, memory_order_acquire)) == seen)
-			wait_while(p, &p->state, s, &p->workers_asleep);
+			w->slept_ns += wait_while(p, &p->state, s, &p->workers_asleep,
+						  atomic_load_explicit(&p->spin, memory_order_relaxed));
 		seen = gen_of(s);
 		if (atomic_load_explicit(&p->stop, memory_order_relaxed))
 			return NULL;
 		ith = join(p, s, seen);
 		if (!ith)
 			continue; /* the caller got there first: nothing of it is ours */
+		/* resting is for shared runs: nb_pool_run needs everyone anyway */
+		shared = !atomic_load_explicit(&p->everyone, memory_order_relaxed);
 		p->fn(p->arg, ith, p->n_threads);
+		w->late_ns += kept_waiting(p);
 		finish(p);
+		if (shared && (core_busy(w) ||
+			       atomic_load_explicit(&p->caller_busy, memory_order_relaxed)))
+			rest(p, w, seen);
 	}
 }
 
@@ -209,12 +421,9 @@ static int check_args(unsigned *n_threads, const int *cpus)
 
 /* More threads than CPUs we may run on: a spinning thread would only burn
  * the time slice that the thread it waits for needs, so sleep at once. */
-static bool oversubscribed(unsigned n_threads)
+static bool oversubscribed(const struct nb_pool *p)
 {
-	cpu_set_t allowed;
-
-	return sched_getaffinity(0, sizeof(allowed), &allowed) == 0 &&
-	       n_threads > (unsigned)CPU_COUNT(&allowed);
+	return p->n_threads > (unsigned)CPU_COUNT(&p->allowed);
 }
 
 static void pin_caller(struct nb_pool *p, int cpu)
@@ -229,13 +438,20 @@ static void pin_caller(struct nb_pool *p, int cpu)
 	p->caller_pinned = pin(p->caller, cpu, 0);
 }
 
-/* The CPU of thread i: cpus[i], or by default i when the build pins
- * (CONFIG_POOL_PIN), else none. */
-static int cpu_of(const int *cpus, unsigned i)
+void nb_pool_default_cpus(int *cpus, unsigned n_threads)
 {
-	if (cpus)
-		return cpus[i];
-	return IS_ENABLED(CONFIG_POOL_PIN) ? (int)i : -1;
+	cpu_set_t allowed;
+	unsigned i = 0;
+
+	/* one thread gains nothing from a pin and would lose the kernel's
+	 * moving it off a busy core */
+	if (n_threads > 1 && sched_getaffinity(0, sizeof(allowed), &allowed) == 0 &&
+	    n_threads <= (unsigned)CPU_COUNT(&allowed))
+		for (int c = 0; c < CPU_SETSIZE && i < n_threads; c++)
+			if (CPU_ISSET(c, &allowed))
+				cpus[i++] = c;
+	for (; i < n_threads; i++)
+		cpus[i] = -1;
 }
 
 /* Workers inherit the creator's signal mask: creating them with every
@@ -255,7 +471,6 @@ static int start_workers(struct nb_pool *p, const int *cpus)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (unsigned i = 1; i < p->n_threads; i++) {
 		struct nb_pool_worker *w = &p->workers[i];
-		int cpu = cpu_of(cpus, i);
 
 		w->pool = p;
 		w->index = i;
@@ -267,8 +482,8 @@ static int start_workers(struct nb_pool *p, const int *cpus)
 			break;
 		}
 		p->n_started++;
-		if (cpu >= 0)
-			pin(w->thread, cpu, i);
+		/* read by the worker only in a run: after open returns */
+		w->pinned = cpus[i] >= 0 && pin(w->thread, cpus[i], i);
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
@@ -279,6 +494,7 @@ static int start_workers(struct nb_pool *p, const int *cpus)
 
 int nb_pool_open(struct nb_pool *p, unsigned n_threads, const int *cpus)
 {
+	int defaults[CONFIG_MAX_THREADS];
 	int err;
 
 	memset(p, 0, sizeof(*p));
@@ -287,20 +503,40 @@ int nb_pool_open(struct nb_pool *p, unsigned n_threads, const int *cpus)
 		return err;
 	atomic_init(&p->state, 0);
 	atomic_init(&p->stop, false);
+	atomic_init(&p->everyone, false);
+	atomic_init(&p->gate, 0);
 	atomic_init(&p->done, 0);
 	atomic_init(&p->caller_asleep, 0);
 	atomic_init(&p->workers_asleep, 0);
+	atomic_init(&p->resting, 0);
 	atomic_init(&p->spin, NB_POOL_SPIN_DEFAULT);
 	atomic_init(&p->n_sleeps, 0);
 	atomic_init(&p->n_wakes, 0);
+	atomic_init(&p->n_rests, 0);
+	atomic_init(&p->closed_at, 0);
+	atomic_init(&p->caller_busy, false);
+	p->watch.fd = -2;
 	p->n_threads = n_threads;
-	if (oversubscribed(n_threads))
+	if (sched_getaffinity(0, sizeof(p->allowed), &p->allowed))
+		CPU_ZERO(&p->allowed); /* unknown: never oversubscribed, nothing to let go to */
+	if (oversubscribed(p))
 		atomic_init(&p->spin, 0);
-	pin_caller(p, cpu_of(cpus, 0));
+	if (!cpus) {
+		nb_pool_default_cpus(defaults, n_threads);
+		cpus = defaults;
+	}
+	pin_caller(p, cpus[0]);
 	err = start_workers(p, cpus);
 	if (err)
 		nb_pool_close(p);
 	return err;
+}
+
+/* Bumps the gate (release: see the top) and wakes the resting workers. */
+static void open_gate(struct nb_pool *p)
+{
+	atomic_fetch_add_explicit(&p->gate, 1, memory_order_release);
+	wake_sleepers(p, &p->gate, &p->resting);
 }
 
 void nb_pool_close(struct nb_pool *p)
@@ -314,9 +550,12 @@ void nb_pool_close(struct nb_pool *p)
 		atomic_store_explicit(&p->state, (gen_of(s) + 1) << ST_GEN_SHIFT,
 				      memory_order_release);
 		wake_sleepers(p, &p->state, &p->workers_asleep);
+		open_gate(p);
 		for (unsigned i = 1; i <= p->n_started; i++)
 			pthread_join(p->workers[i].thread, NULL);
 	}
+	if (p->watch.fd >= 0)
+		close(p->watch.fd);
 	/* another thread's pthread_t may be stale: restore only our own */
 	if (p->caller_pinned && pthread_equal(p->caller, pthread_self()))
 		pthread_setaffinity_np(p->caller, sizeof(p->caller_mask), &p->caller_mask);
@@ -337,27 +576,33 @@ static void dispatch(struct nb_pool *p, nb_pool_fn fn, void *arg)
 	wake_sleepers(p, &p->state, &p->workers_asleep);
 }
 
-static void wait_done(struct nb_pool *p, unsigned n)
+static void wait_done(struct nb_pool *p, unsigned n, unsigned spin)
 {
 	unsigned d;
 
 	while ((d = atomic_load_explicit(&p->done, memory_order_acquire)) != n)
-		wait_while(p, &p->done, d, &p->caller_asleep);
+		wait_while(p, &p->done, d, &p->caller_asleep, spin);
 }
 
 void nb_pool_share(struct nb_pool *p, nb_pool_fn fn, void *arg)
 {
-	unsigned nth = p->n_threads, joined;
+	unsigned nth = p->n_threads, joined, spin;
 
 	if (nth <= 1) {
 		fn(arg, 0, 1);
 		return;
 	}
+	watch_caller(p);
+	spin = atomic_load_explicit(&p->spin, memory_order_relaxed);
+	atomic_store_explicit(&p->closed_at, 0, memory_order_relaxed);
 	dispatch(p, fn, arg);
 	fn(arg, 0, nth);
 	/* every piece is claimed: a worker joining now would find nothing */
 	joined = atomic_fetch_and_explicit(&p->state, ~ST_OPEN, memory_order_relaxed) & ST_JOINED;
-	wait_done(p, joined);
+	if (joined) {
+		atomic_store_explicit(&p->closed_at, clock_ns(CLOCK_MONOTONIC), memory_order_relaxed);
+		wait_done(p, joined, spin < TAIL_SPIN ? spin : TAIL_SPIN);
+	}
 }
 
 void nb_pool_run(struct nb_pool *p, nb_pool_fn fn, void *arg)
@@ -368,10 +613,14 @@ void nb_pool_run(struct nb_pool *p, nb_pool_fn fn, void *arg)
 		fn(arg, 0, 1);
 		return;
 	}
+	atomic_store_explicit(&p->everyone, true, memory_order_relaxed);
+	atomic_store_explicit(&p->closed_at, 0, memory_order_relaxed);
 	dispatch(p, fn, arg);
+	open_gate(p);
 	fn(arg, 0, nth);
-	wait_done(p, nth - 1);
+	wait_done(p, nth - 1, atomic_load_explicit(&p->spin, memory_order_relaxed));
 	atomic_fetch_and_explicit(&p->state, ~ST_OPEN, memory_order_relaxed);
+	atomic_store_explicit(&p->everyone, false, memory_order_relaxed);
 }
 
 void nb_pool_set_spin(struct nb_pool *p, unsigned iterations)
@@ -388,4 +637,9 @@ void nb_pool_stats(struct nb_pool *p, unsigned long *sleeps, unsigned long *wake
 {
 	*sleeps = atomic_load_explicit(&p->n_sleeps, memory_order_relaxed);
 	*wakes = atomic_load_explicit(&p->n_wakes, memory_order_relaxed);
+}
+
+unsigned long nb_pool_rests(struct nb_pool *p)
+{
+	return atomic_load_explicit(&p->n_rests, memory_order_relaxed);
 }

@@ -12,9 +12,11 @@
  *   as the matrix products do), never by its thread number, so that
  *   whoever runs does all of it. The run then waits only for the workers
  *   that took part: a worker the kernel has descheduled (another process
- *   busy on its core) costs nothing unless it was preempted holding work.
- *   Only the caller's fn returning ends the offer, so it must return only
- *   once every piece of work is claimed.
+ *   busy on its core) costs nothing unless it was preempted holding work,
+ *   and workers that find their core busy (or the caller's) rest for a
+ *   while, so the pool uses the cores it is given (pool.c). Only the
+ *   caller's fn returning ends the offer, so it must return only once
+ *   every piece of work is claimed.
  * - nb_pool_run(): fn runs on every thread once, for static splits
  *   (nb_pool_split); the run waits for the slowest thread.
  * In both, fn(arg, ith, nth) gets nth = n_threads and an ith unique in the
@@ -46,10 +48,19 @@ typedef void (*nb_pool_fn)(void *arg, unsigned ith, unsigned nth);
 
 struct nb_pool;
 
+/* Each on its own cache lines: a worker writes its window after each run. */
 struct nb_pool_worker {
-	struct nb_pool *pool;
+	_Alignas(64) struct nb_pool *pool;
 	pthread_t thread;
 	unsigned index; /* 1..n_threads-1: which thread (and CPU, if pinned) */
+	bool pinned;    /* until it finds its core busy */
+	/* its own measure of the CPU its core gives it (see pool.c) */
+	uint64_t wall0, cpu0; /* start of the window: clock, thread CPU time */
+	uint64_t late_ns;     /* the caller's waits for it in the window */
+	uint64_t slept_ns;    /* its own sleeps in the window */
+	bool probing;         /* a short window: the first, or after a rest */
+	uint64_t rest_ns;     /* length of its last rest */
+	uint64_t rest_end;    /* when it ended (0: none yet) */
 };
 
 /* Fields written in the hot path sit on separate cache lines: workers spin
@@ -62,33 +73,53 @@ struct nb_pool {
 	void *arg;
 	unsigned n_threads;           /* including the caller; 0 when closed */
 	atomic_bool stop;             /* tells the workers to exit */
+	atomic_bool everyone;         /* this run is an nb_pool_run */
+	atomic_uint gate;             /* futex word of resting workers */
 
 	_Alignas(64) atomic_uint done; /* futex word: workers finished with fn */
+	_Atomic uint64_t closed_at;    /* when the offer ended (0: open) */
 	atomic_uint caller_asleep;     /* 1 while the caller sleeps on done */
 
 	_Alignas(64) atomic_uint workers_asleep; /* workers sleeping on state */
 	atomic_uint spin;                        /* spin budget, iterations */
 	atomic_ulong n_sleeps;                   /* futex waits, all threads */
 	atomic_ulong n_wakes;                    /* futex wakes issued */
+	atomic_uint resting;                     /* workers resting (on gate) */
+	atomic_ulong n_rests;                    /* rests taken, all workers */
+	atomic_bool caller_busy; /* the caller's core is busy: workers rest */
+
+	/* the caller's own watch on its core (see pool.c) */
+	struct {
+		pthread_t thread; /* the thread fd is of */
+		int fd;           /* its /proc schedstat, -1: none, -2: not open */
+		unsigned runs;    /* shared runs since the last look at the clock */
+		uint64_t wall0, delay0;
+	} watch;
 
 	unsigned n_started; /* workers created (for cleanup after a failure) */
 	int caller_pinned;  /* 1 if open changed the caller's affinity */
 	pthread_t caller;
 	cpu_set_t caller_mask; /* the caller's affinity before open */
+	cpu_set_t allowed;     /* the CPUs the opener may run on: a pin let go */
 	struct nb_pool_worker workers[CONFIG_MAX_THREADS];
 };
 
 /* Starts n_threads - 1 workers (n_threads 1: none, fn runs inline). More
  * than CONFIG_MAX_THREADS is capped, with a warning. cpus[i] is the CPU of
- * thread i (cpus[0] pins the calling thread, until nb_pool_close), -1
- * leaves it to the kernel's scheduler, which moves a thread off a core
- * that another process keeps busy: pinning is for cores reserved to
- * nibble. cpus NULL: thread i on CPU i if the build says so
- * (CONFIG_POOL_PIN), else all unpinned. A failure to pin is a warning.
- * Workers block every signal. The spin budget starts at
- * NB_POOL_SPIN_DEFAULT, or 0 when n_threads exceeds the CPUs the caller may
- * run on. p need not be initialized; after a failure it is closed. */
+ * thread i (cpus[0] pins the calling thread, until nb_pool_close or until
+ * it lets go), -1 leaves it to the kernel; cpus NULL means
+ * nb_pool_default_cpus. A failure to pin is a warning. Pins are soft: a
+ * thread that finds its core busy with other work drops its pin for good,
+ * so that the kernel may move it to a free one (see nb_pool_share); on
+ * cores reserved to nibble that never happens. Workers block every signal.
+ * The spin budget starts at NB_POOL_SPIN_DEFAULT, or 0 when n_threads
+ * exceeds the CPUs the caller may run on. p need not be initialized; after
+ * a failure it is closed. */
 int nb_pool_open(struct nb_pool *p, unsigned n_threads, const int *cpus);
+/* Thread i on the i-th CPU the calling thread may run on; all -1 (none
+ * pinned) for one thread, or when there are fewer such CPUs than threads. */
+void nb_pool_default_cpus(int *cpus, unsigned n_threads);
+
 /* Joins the workers. NULL-safe, idempotent (also on a zeroed pool). */
 void nb_pool_close(struct nb_pool *p);
 
@@ -109,6 +140,10 @@ unsigned nb_pool_size(const struct nb_pool *p);
 
 /* Futex waits and wakes so far: how often the spin budget ran out. */
 void nb_pool_stats(struct nb_pool *p, unsigned long *sleeps, unsigned long *wakes);
+
+/* Rests taken so far by workers that found their core, or the caller's,
+ * busy with other work (see nb_pool_share). */
+unsigned long nb_pool_rests(struct nb_pool *p);
 
 /* Work of an nb_pool_share run handed out front to back in chunks: items
  * [0, n), chunk at a time, to whichever thread asks next. Set up by the

@@ -1,7 +1,6 @@
 #include "runtime/base/sys.h"
 #include "runtime/server/sched.h"
 #include "runtime/base/err.h"
-#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 
 #include <stdlib.h>
@@ -618,12 +617,13 @@ int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_
 	ret = alloc_scratch(s, rows);
 	for (uint32_t i = 0; !ret && i < o->slots; i++)
 		ret = nb_kv_open(&s->slots[i].kv, &llm->model, o->ctx);
-	/* Thread 0 is the scheduler's own, which does not exist yet: never
-	 * pinned here; workers on CPUs 1.. only if the build pins. */
+	/* Workers pinned as by default, thread 0 (the scheduler's own, which
+	 * does not exist yet) left to the kernel. */
 	if (!ret) {
 		int cpus[CONFIG_MAX_THREADS];
-		for (uint32_t i = 0; i < CONFIG_MAX_THREADS; i++)
-			cpus[i] = i == 0 || !IS_ENABLED(CONFIG_POOL_PIN) ? -1 : (int)i;
+		nb_pool_default_cpus(cpus, o->threads < CONFIG_MAX_THREADS ? o->threads
+						 : CONFIG_MAX_THREADS);
+		cpus[0] = -1;
 		ret = nb_pool_open(&s->pool, o->threads, cpus);
 	}
 	fo.pool = &s->pool;

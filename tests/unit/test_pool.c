@@ -9,7 +9,6 @@
 #include <cmocka.h>
 
 #include "runtime/base/err.h"
-#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 #include "runtime/model/pool.h"
 
@@ -426,9 +425,10 @@ static void tid_fn(void *arg, unsigned ith, unsigned nth)
 
 /* A child process that stops thread tid of this process with ptrace (the
  * thread stays stopped, as one the kernel never schedules; the others run
- * on) until a byte arrives on release. Returns the child's pid once the
- * thread is stopped, or -1 when this system forbids it. */
-static pid_t stop_thread(int tid, int *release)
+ * on) for hold_ms, or, with hold_ms 0, until a byte arrives on *release.
+ * Returns the child's pid once the thread is stopped, or -1 when this
+ * system forbids it. */
+static pid_t stop_thread(int tid, unsigned hold_ms, int *release)
 {
 	int ready[2], go[2], status;
 	char ok = 0;
@@ -439,14 +439,22 @@ static pid_t stop_thread(int tid, int *release)
 		return -1;
 	child = fork();
 	if (child == 0) {
+		struct timespec hold = { hold_ms / 1000, (long)(hold_ms % 1000) * 1000000 };
 		char c = 0;
+		/* if the test dies (the alarm), so does the tracer, which frees
+		 * the thread; and EOF on go if the test closes it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		close(ready[0]);
+		close(go[1]);
 		if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) == 0 &&
 		    ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) == 0 &&
 		    waitpid(tid, &status, __WALL) == tid && WIFSTOPPED(status))
 			c = 1;
 		if (write(ready[1], &c, 1) != 1 || !c)
 			_exit(1);
-		if (read(go[0], &c, 1) < 0)
+		if (hold_ms)
+			nanosleep(&hold, NULL);
+		else if (read(go[0], &c, 1) < 0)
 			_exit(1);
 		ptrace(PTRACE_DETACH, tid, NULL, NULL);
 		_exit(0);
@@ -461,7 +469,10 @@ static pid_t stop_thread(int tid, int *release)
 		return -1;
 	}
 	close(ready[0]);
-	*release = go[1];
+	if (release)
+		*release = go[1];
+	else
+		close(go[1]);
 	return child;
 }
 
@@ -483,7 +494,7 @@ static void test_share_without_a_stopped_worker(void **state)
 	assert_int_equal(nb_pool_open(&p, 2, unpinned), 0);
 	nb_pool_run(&p, tid_fn, &tc);
 	assert_true(atomic_load(&tc.tid) > 0);
-	tracer = stop_thread(atomic_load(&tc.tid), &release);
+	tracer = stop_thread(atomic_load(&tc.tid), 0, &release);
 	if (tracer < 0) {
 		nb_pool_close(&p);
 		free(c);
@@ -499,6 +510,148 @@ static void test_share_without_a_stopped_worker(void **state)
 	assert_int_equal(waitpid(tracer, &status, 0), tracer);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	check_counts(&p, 10); /* every thread again: the worker is back */
+	nb_pool_close(&p);
+	free(c);
+}
+
+/* The worker joins, then is stopped holding the run for 100 ms: the
+ * caller has to wait for it (it holds work), but then the worker rests:
+ * it made the caller wait and lost its core. */
+struct hold_ctx {
+	atomic_int tid, inside, go;
+	pid_t tracer;
+};
+
+static void hold_fn(void *arg, unsigned ith, unsigned nth)
+{
+	struct hold_ctx *c = arg;
+	(void)nth;
+
+	if (ith) {
+		atomic_store(&c->tid, (int)syscall(SYS_gettid));
+		atomic_store(&c->inside, 1);
+		while (!atomic_load(&c->go))
+			; /* the run's work, as far as the caller knows */
+		return;
+	}
+	for (int i = 0; i < 5000 && !atomic_load(&c->inside); i++)
+		usleep(1000);
+	c->tracer = atomic_load(&c->inside) ? stop_thread(atomic_load(&c->tid), 100, NULL) : -1;
+	atomic_store(&c->go, 1); /* seen once the tracer lets it run */
+}
+
+/* The affinity of the worker of a 2-thread pool. */
+struct mask_ctx {
+	cpu_set_t worker;
+};
+
+static void mask_fn(void *arg, unsigned ith, unsigned nth)
+{
+	struct mask_ctx *c = arg;
+	(void)nth;
+
+	if (ith)
+		pthread_getaffinity_np(pthread_self(), sizeof(c->worker), &c->worker);
+}
+
+static void test_worker_late_rests(void **state)
+{
+	struct share_ctx *c = calloc(1, sizeof(*c));
+	struct hold_ctx hc = { 0 };
+	struct mask_ctx mc;
+	cpu_set_t allowed;
+	struct nb_pool p;
+	int status;
+	(void)state;
+
+	assert_non_null(c);
+	assert_int_equal(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+	assert_int_equal(nb_pool_open(&p, 2, NULL), 0); /* pinned, if 2 CPUs */
+	nb_pool_set_spin(&p, 1u << 30); /* the worker spins: it joins */
+	alarm(60);
+	nb_pool_share(&p, hold_fn, &hc);
+	alarm(0);
+	if (hc.tracer < 0) {
+		nb_pool_close(&p);
+		free(c);
+		printf("# worker did not join, or ptrace not permitted here: skipped\n");
+		skip();
+	}
+	assert_int_equal(waitpid(hc.tracer, &status, 0), hc.tracer);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	for (int i = 0; i < 5000 && nb_pool_rests(&p) == 0; i++)
+		usleep(1000);
+	assert_true(nb_pool_rests(&p) >= 1);
+	/* resting, it takes part in no shared run, and nb_pool_run wakes it */
+	check_share(&p, c, 100);
+	check_counts(&p, 10);
+	/* and it let go of its CPU: it may run wherever the process may */
+	nb_pool_run(&p, mask_fn, &mc);
+	assert_true(CPU_EQUAL(&mc.worker, &allowed));
+	nb_pool_close(&p);
+	free(c);
+}
+
+/* Two threads spinning on the caller's CPU: the kernel's schedstat shows
+ * the caller waiting to run most of the time, and the worker (on another
+ * CPU) rests so that the kernel may move the caller to its core. */
+struct spinner {
+	pthread_t t;
+	atomic_bool *stop;
+};
+
+static void *spin_main(void *arg)
+{
+	struct spinner *sp = arg;
+
+	while (!atomic_load_explicit(sp->stop, memory_order_relaxed))
+		;
+	return NULL;
+}
+
+static void test_busy_caller_core_rests_workers(void **state)
+{
+	struct share_ctx *c = calloc(1, sizeof(*c));
+	struct spinner sp[2];
+	atomic_bool stop = false;
+	cpu_set_t allowed, one;
+	int cpus[2] = { -1, -1 }, found = 0;
+	struct nb_pool p;
+	double t0;
+	(void)state;
+
+	assert_non_null(c);
+	assert_int_equal(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+	for (int i = 0; i < CPU_SETSIZE && found < 2; i++)
+		if (CPU_ISSET(i, &allowed))
+			cpus[found++] = i;
+	if (found < 2 || access("/proc/thread-self/schedstat", R_OK) != 0) {
+		free(c);
+		printf("# needs 2 CPUs and schedstat: skipped\n");
+		skip();
+	}
+	CPU_ZERO(&one);
+	CPU_SET(cpus[0], &one);
+	for (int i = 0; i < 2; i++) {
+		sp[i].stop = &stop;
+		assert_int_equal(pthread_create(&sp[i].t, NULL, spin_main, &sp[i]), 0);
+		assert_int_equal(pthread_setaffinity_np(sp[i].t, sizeof(one), &one), 0);
+	}
+	assert_int_equal(nb_pool_open(&p, 2, cpus), 0); /* the caller joins them, pinned */
+	t0 = now_ns();
+	while (!atomic_load(&p.caller_busy) && now_ns() - t0 < 10e9)
+		check_share(&p, c, 1);
+	assert_true(atomic_load(&p.caller_busy));
+	/* the caller let go of its pin: the kernel may move it */
+	assert_int_equal(sched_getaffinity(0, sizeof(one), &one), 0);
+	assert_true(CPU_EQUAL(&one, &allowed));
+	while (nb_pool_rests(&p) == 0 && now_ns() - t0 < 10e9)
+		check_share(&p, c, 1);
+	atomic_store(&stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(sp[i].t, NULL);
+	assert_true(nb_pool_rests(&p) > 0);
+	check_counts(&p, 10);
 	nb_pool_close(&p);
 	free(c);
 }
@@ -550,17 +703,15 @@ static void test_pinning_and_signals(void **state)
 	assert_int_equal(sigismember(&mask_after, SIGINT), sigismember(&mask_before, SIGINT));
 	nb_pool_close(&p);
 
-	/* cpus NULL pins the caller to CPU 0 until close if the build pins,
-	 * else leaves it (and the workers) to the kernel */
-	if (CPU_ISSET(0, &before)) {
+	/* cpus NULL pins the caller to the first CPU it may use until close */
+	if (CPU_COUNT(&before) >= 2) {
+		int first = 0;
+		while (!CPU_ISSET(first, &before))
+			first++;
 		assert_int_equal(nb_pool_open(&p, 2, NULL), 0);
 		assert_int_equal(sched_getaffinity(0, sizeof(after), &after), 0);
-		if (IS_ENABLED(CONFIG_POOL_PIN)) {
-			assert_int_equal(CPU_COUNT(&after), 1);
-			assert_true(CPU_ISSET(0, &after));
-		} else {
-			assert_true(CPU_EQUAL(&before, &after));
-		}
+		assert_int_equal(CPU_COUNT(&after), 1);
+		assert_true(CPU_ISSET(first, &after));
 		check_counts(&p, 10);
 		nb_pool_close(&p);
 	}
@@ -710,6 +861,8 @@ int main(void)
 		cmocka_unit_test(test_wake_after_idle),
 		cmocka_unit_test(test_share_work_once),
 		cmocka_unit_test(test_share_without_a_stopped_worker),
+		cmocka_unit_test(test_worker_late_rests),
+		cmocka_unit_test(test_busy_caller_core_rests_workers),
 		cmocka_unit_test(test_pinning_and_signals),
 		cmocka_unit_test(test_lifetime),
 	};
