@@ -229,6 +229,32 @@ static bool run_delay(struct nb_pool *p, uint64_t *delay)
 	return true;
 }
 
+/* Moves the calling thread off its busy core: for a moment it may run
+ * anywhere it could but there (the kernel migrates it at once, to a core
+ * whose worker now rests), then anywhere it could before; a pin of ours it
+ * loses for good, as workers do. Left to itself, the kernel took a fifth
+ * of a second to move it. */
+static void move_caller(struct nb_pool *p)
+{
+	const pthread_t self = pthread_self();
+	const bool ours = p->caller_pinned && pthread_equal(p->caller, self);
+	cpu_set_t mask, away;
+	int cpu = sched_getcpu();
+
+	if (ours)
+		mask = p->caller_mask;
+	else if (pthread_getaffinity_np(self, sizeof(mask), &mask))
+		return;
+	away = mask;
+	if (cpu >= 0 && cpu < CPU_SETSIZE)
+		CPU_CLR(cpu, &away);
+	if (CPU_COUNT(&away) == 0)
+		return;
+	pthread_setaffinity_np(self, sizeof(away), &away);
+	if (pthread_setaffinity_np(self, sizeof(mask), &mask) == 0 && ours)
+		p->caller_pinned = 0;
+}
+
 /* Every WATCH_RUNS shared runs, and at most once per ASSESS_NS, sets
  * caller_busy from the time the caller waited to run (see the top): the
  * caller's CPU time would not do, as it also sleeps outside the pool
@@ -237,6 +263,7 @@ static void watch_caller(struct nb_pool *p)
 {
 	uint64_t now, delay, wall;
 
+	p->watch.shared++;
 	if (++p->watch.runs < WATCH_RUNS)
 		return;
 	p->watch.runs = 0;
@@ -249,12 +276,13 @@ static void watch_caller(struct nb_pool *p)
 			    (delay - p->watch.delay0) * LOST_OF > wall * LOST_SHARE;
 		atomic_store_explicit(&p->caller_busy, busy, memory_order_relaxed);
 		p->watch.delay0 = delay;
-		/* a pinned caller lets go of its pin for good, as workers do */
-		if (busy && p->caller_pinned && pthread_equal(p->caller, pthread_self()) &&
-		    pthread_setaffinity_np(p->caller, sizeof(p->caller_mask), &p->caller_mask) == 0)
-			p->caller_pinned = 0;
+		/* with workers about, they may be what keeps it waiting: they
+		 * rest first, and a window (nearly) without them decides */
+		if (busy && p->watch.joined * 8 < p->watch.shared)
+			move_caller(p);
 	}
 	p->watch.wall0 = now;
+	p->watch.joined = p->watch.shared = 0;
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -599,6 +627,7 @@ void nb_pool_share(struct nb_pool *p, nb_pool_fn fn, void *arg)
 	fn(arg, 0, nth);
 	/* every piece is claimed: a worker joining now would find nothing */
 	joined = atomic_fetch_and_explicit(&p->state, ~ST_OPEN, memory_order_relaxed) & ST_JOINED;
+	p->watch.joined += joined;
 	if (joined) {
 		atomic_store_explicit(&p->closed_at, clock_ns(CLOCK_MONOTONIC), memory_order_relaxed);
 		wait_done(p, joined, spin < TAIL_SPIN ? spin : TAIL_SPIN);

@@ -93,6 +93,7 @@ struct nb_pool {
 		pthread_t thread; /* the thread fd is of */
 		int fd;           /* its /proc schedstat, -1: none, -2: not open */
 		unsigned runs;    /* shared runs since the last look at the clock */
+		unsigned shared, joined; /* shared runs in this window, workers that joined them */
 		uint64_t wall0, delay0;
 	} watch;
 
