@@ -14,14 +14,25 @@
 
 #include <mbedtls/sha256.h>
 
-int nb_verify_file(const char *path, const struct nb_trust *t, struct nb_sig_info *info)
+static void meta_copy(const struct nb_image *img, const char *key, char *out, size_t cap)
 {
+	const char *v;
+	size_t len;
+
+	if (nb_image_meta(img, key, &v, &len) != 0)
+		len = 0;
+	snprintf(out, cap, "%.*s", (int)(len < cap ? len : cap - 1), len ? v : "");
+}
+
+int nb_verify_file(const char *path, const struct nb_trust *t, struct nb_verified *out)
+{
+	struct nb_sig_info *info = &out->sig;
 	struct nb_image img;
 	struct stat st;
 	void *map = MAP_FAILED;
 	int fd, ret;
 
-	memset(info, 0, sizeof(*info));
+	memset(out, 0, sizeof(*out));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		nb_err("%s: %s", path, strerror(errno));
@@ -52,10 +63,14 @@ int nb_verify_file(const char *path, const struct nb_trust *t, struct nb_sig_inf
 	/* Signed by a trusted key, so the signer vouches for it; still, only a
 	 * valid image is worth installing. */
 	ret = nb_image_open_mem(&img, map, (size_t)st.st_size);
-	if (ret)
+	if (ret) {
 		nb_err("%s: signed, but not a valid model image (%s)", path, nb_strerror(ret));
-	else
-		nb_image_close(&img);
+		goto out;
+	}
+	out->model_version = img.hdr->model_version;
+	meta_copy(&img, "name", out->name, sizeof(out->name));
+	meta_copy(&img, NB_MANIFEST_COMPAT_KEY, out->compat, sizeof(out->compat));
+	nb_image_close(&img);
 out:
 	if (map != MAP_FAILED)
 		munmap(map, (size_t)st.st_size);
@@ -191,10 +206,15 @@ int nb_verify_image(const struct nb_image *img, const char *path, const struct n
 			return -NB_ESIG;
 		}
 		nb_warn("UNSIGNED IMAGES ALLOWED (development build): %s is not signed", path);
-		return 0;
+		ret = 0;
 	}
 	if (ret)
 		return ret;
+	ret = nb_manifest_check_compat(img, path, NULL, false);
+	if (ret != -NB_ENOENT && ret != 0)
+		return ret;
+	if (!info->is_signed)
+		return 0;
 	if (recorded)
 		nb_dbg("%s: tensor data verified earlier in this boot", path);
 	else if (have_path && fstat(img->fd, &after) == 0 && settled(&after) &&

@@ -17,17 +17,27 @@
 #define NB_VERIFY_H
 
 #include "firmware/image.h"
+#include "firmware/manifest.h"
 #include "firmware/sig.h"
 #include "firmware/trust.h"
+
+/* What a verified file is. */
+struct nb_verified {
+	struct nb_sig_info sig;
+	uint64_t model_version;
+	char name[64];                               /* META "name" */
+	char compat[NB_MANIFEST_COMPAT_MAX + 1];     /* META "compatible", "" if none */
+};
 
 /* The whole file, signature required whatever the policy says about
  * unsigned images; then the image's structure. 0 or -NB_ESIG/-NB_EFORMAT/
  * -NB_EIO/-NB_ENOENT, each with a message naming path. */
-int nb_verify_file(const char *path, const struct nb_trust *t, struct nb_sig_info *info);
+int nb_verify_file(const char *path, const struct nb_trust *t, struct nb_verified *out);
 
 /* An image just opened (nb_image_open), under the policy: unsigned images
- * refused or loudly allowed, signed ones checked (data digest skipped when
- * this boot's record says it was checked). */
+ * refused or loudly allowed, signed ones checked (in full, or only the
+ * trailer when this boot's record says the file was checked), and an image
+ * whose compatibility string does not list this runtime's ABI refused. */
 int nb_verify_image(const struct nb_image *img, const char *path, const struct nb_trust *t,
 		    struct nb_sig_info *info);
 

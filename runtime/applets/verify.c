@@ -5,8 +5,11 @@
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
 
-static void report(const char *path, const struct nb_sig_info *info)
+#include <string.h>
+
+static void report(const char *path, const struct nb_verified *v)
 {
+	const struct nb_sig_info *info = &v->sig;
 	double mb = (double)info->st.file_size / 1e6;
 	char id[17];
 
@@ -14,6 +17,11 @@ static void report(const char *path, const struct nb_sig_info *info)
 	printf("%s: good signature by key %s (%s), %.1f MB verified in %.3f s (%.0f MB/s)\n", path,
 	       id, info->key_name, mb, info->seconds,
 	       mb / (info->seconds > 0 ? info->seconds : 1e-9));
+	printf("%s: %s, model version %llu, compatible \"%s\"%s\n", path,
+	       v->name[0] ? v->name : "(no name)", (unsigned long long)v->model_version, v->compat,
+	       !v->compat[0] ? " (none: updates refuse it)"
+	       : nb_manifest_compat_matches(v->compat, strlen(v->compat), CONFIG_BOARD_NAME,
+					    NB_RUNTIME_ABI) ? "" : " (not this device)");
 }
 
 static int verify_main(int argc, char **argv)
@@ -59,10 +67,10 @@ static int verify_main(int argc, char **argv)
 	if (threads)
 		t.threads = (unsigned)threads;
 	for (int i = optind; i < argc; i++) {
-		struct nb_sig_info info;
+		struct nb_verified v;
 
-		if (nb_verify_file(argv[i], &t, &info) == 0)
-			report(argv[i], &info);
+		if (nb_verify_file(argv[i], &t, &v) == 0)
+			report(argv[i], &v);
 		else
 			status = NB_EXIT_FAIL;
 	}

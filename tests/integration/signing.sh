@@ -118,3 +118,13 @@ check_fails "built-in key: another key's image is refused" 1 "not trusted here \
 check_fails "require-signature build: an unsigned image is refused" 1 "refusing an unsigned image" \
 	"$K/nibble" run -m "$tmp/unsigned.nib" -p x -n 1
 check_output "--version lists IMAGE_REQUIRE_SIGNATURE" "IMAGE_REQUIRE_SIGNATURE" "$K/nibble" --version
+
+# The manifest: model version and compatibility string stamped at signing.
+cp "$tmp/unsigned.nib" "$tmp/v.nib"
+check_output "sign --model-version --compatible stamps the manifest" "model version 7, compatible \"rpi5/1 x86_64/1\"" \
+	sh -c "\"$NB\" sign -k \"$tmp/k.pem\" --model-version 7 --compatible 'rpi5/1 x86_64/1' \"$tmp/v.nib\" && \"$NB\" verify -p \"$tmp/k.pub.pem\" \"$tmp/v.nib\""
+check_fails "a malformed compatibility string is a usage error" 2 "--compatible: 'rpi5' is not a list" \
+	"$NB" sign -k "$tmp/k.pem" --compatible rpi5 "$tmp/v.nib"
+NIBBLE_KEYS_DIR="$tmp/keys" "$NB" sign -k "$tmp/k.pem" --compatible "rpi5/2" "$tmp/v.nib" > /dev/null
+check_fails "an image for another runtime ABI is refused on load" 1 "none of them runtime ABI 1" \
+	env NIBBLE_KEYS_DIR="$tmp/keys" "$NB" run -m "$tmp/v.nib" -p x -n 1

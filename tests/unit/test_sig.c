@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "firmware/manifest.h"
 #include "firmware/sig.h"
 #include "firmware/trust.h"
 #include "firmware/verify.h"
@@ -79,7 +80,7 @@ static void make_tokenizer(struct nb_tok_spec *s)
 }
 
 /* A one-layer Llama of 3.3 MB with a golden vector. */
-static void write_image(const char *path)
+static void write_image_license(const char *path, const char *license)
 {
 	static const char *const names[] = { "token_embd.weight", "blk.0.attn_norm.weight",
 					     "blk.0.attn_q.weight", "blk.0.attn_k.weight",
@@ -91,7 +92,7 @@ static void write_image(const char *path)
 					      { HEAD_DIM, DIM }, { HEAD_DIM, DIM },
 					      { DIM, HEADS * HEAD_DIM }, { DIM, 0 }, { HIDDEN, DIM },
 					      { HIDDEN, DIM }, { DIM, HIDDEN }, { DIM, 0 } };
-	static const struct nb_image_kv meta[] = { { "name", "sigtest" }, { "license", "MIT" } };
+	const struct nb_image_kv meta[] = { { "name", "sigtest" }, { "license", license } };
 	const size_t n = sizeof(names) / sizeof(names[0]);
 	struct nb_hparams hp = { .arch = NB_ARCH_LLAMA, .dim = DIM, .hidden_dim = HIDDEN,
 				 .n_layers = 1, .n_heads = HEADS, .n_kv_heads = 1,
@@ -125,6 +126,11 @@ static void write_image(const char *path)
 	for (size_t i = 0; i < n; i++)
 		free((void *)t[i].data);
 	nb_tok_spec_free(&tok);
+}
+
+static void write_image(const char *path)
+{
+	write_image_license(path, "MIT");
 }
 
 static uint8_t *load(const char *path, size_t *size)
@@ -229,7 +235,11 @@ static void test_good_signature(void **state)
 	assert_true(info.st.data_size > 3 * NB_SIG_CHUNK);
 	assert_int_equal(nb_sig_key_id(pk, id), 0);
 	assert_memory_equal(info.st.key_id, id, NB_SIG_ID_LEN);
-	assert_int_equal(nb_verify_file(f->img, &f->trust, &info), 0);
+	struct nb_verified v;
+	assert_int_equal(nb_verify_file(f->img, &f->trust, &v), 0);
+	assert_int_equal(v.model_version, 3);
+	assert_string_equal(v.name, "sigtest");
+	assert_string_equal(v.compat, "");
 }
 
 /* The digest is the same whatever the number of threads. */
@@ -349,7 +359,8 @@ static void test_resign_with_other_key(void **state)
 	store(path, f->file, f->size);
 	assert_int_equal(nb_sig_sign_file(path, f->key2, 1, &info), 0);
 	int saved = test_quiet();
-	assert_int_equal(nb_verify_file(path, &f->trust, &info), -NB_ESIG);
+	struct nb_verified v;
+	assert_int_equal(nb_verify_file(path, &f->trust, &v), -NB_ESIG);
 	/* A public key is no private key. */
 	assert_int_equal(nb_sig_sign_file(path, f->pub, 1, &info), -NB_EFORMAT);
 	test_loud(saved);
@@ -528,6 +539,97 @@ static void test_records_not_trusted_from_others(void **state)
 	assert_false(info.recorded);
 }
 
+static void test_compat_strings(void **state)
+{
+	(void)state;
+	assert_true(nb_manifest_compat_matches("rpi4/1 rpi5/1", 13, "rpi5", 1));
+	assert_true(nb_manifest_compat_matches("rpi4/1  rpi5/1 ", 15, "rpi4", 1));
+	assert_false(nb_manifest_compat_matches("rpi4/1 rpi5/1", 13, "rpi", 1));
+	assert_false(nb_manifest_compat_matches("rpi4/1 rpi5/1", 13, "jetson-orin-nano", 1));
+	assert_false(nb_manifest_compat_matches("rpi5/2", 6, "rpi5", 1));
+	assert_false(nb_manifest_compat_matches("rpi5/12", 7, "rpi5", 1));
+	assert_true(nb_manifest_compat_matches("*/1", 3, "x86_64", 1));
+	assert_true(nb_manifest_compat_matches("rpi5/1", 6, NULL, 1));
+	assert_false(nb_manifest_compat_matches("rpi5/2", 6, NULL, 1));
+	assert_false(nb_manifest_compat_matches("rpi5/1", 4, "rpi5", 1)); /* length, not NUL */
+	assert_true(nb_manifest_compat_valid("rpi4/1 rpi5/1"));
+	assert_true(nb_manifest_compat_valid("*/1"));
+	assert_false(nb_manifest_compat_valid(""));
+	assert_false(nb_manifest_compat_valid("rpi5"));
+	assert_false(nb_manifest_compat_valid("rpi5/"));
+	assert_false(nb_manifest_compat_valid("rpi5/x"));
+	assert_false(nb_manifest_compat_valid("rp i5/1"));
+	assert_false(nb_manifest_compat_valid("rpi5/1,rpi4/1"));
+	assert_false(nb_manifest_compat_valid("a\"b/1"));
+}
+
+/* Stamping keeps every tensor byte; a META that outgrows its page moves
+ * the sections after it; the stamped image signs and verifies. */
+static void test_stamp(void **state)
+{
+	struct fixture *f = *state;
+	char path[128], license[4041];
+	struct nb_image a, b;
+	struct nb_sig_info info;
+	struct nb_verified v;
+	const char *val;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/s.nib", f->dir);
+	memset(license, 'L', sizeof(license) - 1);
+	license[sizeof(license) - 1] = '\0';
+	for (int grow = 0; grow < 2; grow++) {
+		char ref[160];
+
+		snprintf(ref, sizeof(ref), "%s/ref.nib", f->dir);
+		write_image_license(path, grow ? license : "MIT");
+		write_image_license(ref, grow ? license : "MIT");
+		assert_int_equal(nb_sig_sign_file(path, f->key, 2, &info), 0);
+		assert_int_equal(nb_manifest_stamp(path, 9, "x86_64/1 rpi5/1"), 0);
+		assert_int_equal(nb_image_open(&a, path, 0), 0);
+		assert_int_equal(nb_image_open(&b, ref, 0), 0);
+		assert_int_equal(a.hdr->model_version, 9);
+		assert_int_equal(nb_image_meta(&a, "compatible", &val, &len), 0);
+		assert_int_equal(len, 15);
+		assert_memory_equal(val, "x86_64/1 rpi5/1", 15);
+		assert_int_equal(nb_image_meta(&a, "license", &val, &len), 0);
+		assert_int_equal(len, grow ? sizeof(license) - 1 : 3);
+		assert_int_equal(a.hdr->file_size, b.hdr->file_size + (grow ? NB_IMAGE_PAGE : 0));
+		for (uint32_t i = 0; i < a.n_tensors; i++)
+			assert_memory_equal(a.tensors[i].data, b.tensors[i].data, a.tensors[i].size);
+		assert_int_equal(nb_manifest_check_compat(&a, "t", "rpi5", true), 0);
+		int saved = test_quiet();
+		assert_int_equal(nb_manifest_check_compat(&a, "t", "rpi4", true), -NB_ENOTSUP);
+		assert_int_equal(nb_manifest_check_compat(&b, "t", "rpi4", true), -NB_ENOENT);
+		test_loud(saved);
+		nb_image_close(&a);
+		nb_image_close(&b);
+		/* The old signature is gone; a new one verifies. */
+		saved = test_quiet();
+		assert_int_equal(nb_verify_file(path, &f->trust, &v), -NB_ESIG);
+		test_loud(saved);
+		assert_false(v.sig.is_signed);
+		assert_int_equal(nb_sig_sign_file(path, f->key, 2, &info), 0);
+		assert_int_equal(nb_verify_file(path, &f->trust, &v), 0);
+		assert_int_equal(v.model_version, 9);
+		assert_string_equal(v.compat, "x86_64/1 rpi5/1");
+		/* Stamped again: replaced, not added. */
+		assert_int_equal(nb_manifest_stamp(path, 0, "*/1"), 0);
+		saved = test_quiet();
+		assert_int_equal(nb_verify_file(path, &f->trust, &v), -NB_ESIG);
+		test_loud(saved);
+		assert_int_equal(nb_image_open(&a, path, 0), 0);
+		assert_int_equal(a.hdr->model_version, 9);
+		assert_int_equal(nb_image_meta(&a, "compatible", &val, &len), 0);
+		assert_int_equal(len, 3);
+		nb_image_close(&a);
+		unlink(ref);
+	}
+	int saved = test_quiet();
+	assert_int_equal(nb_manifest_stamp(path, 0, "bad compat"), -NB_EINVAL);
+	test_loud(saved);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -542,6 +644,8 @@ int main(void)
 		cmocka_unit_test(test_trust_dir_ownership),
 		cmocka_unit_test(test_policy_and_records),
 		cmocka_unit_test(test_records_not_trusted_from_others),
+		cmocka_unit_test(test_compat_strings),
+		cmocka_unit_test(test_stamp),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
