@@ -25,6 +25,11 @@ void nb_fault_point(struct nb_fault *f, const char *name)
 		fprintf(stderr, "nibble: fault point %u: %s\n", f->step, name);
 		return;
 	}
+	if (strncmp(f->target, "hang:", 5) == 0 && strcmp(f->target + 5, name) == 0) {
+		fprintf(stderr, "nibble: fault injected at point %u (%s): hanging\n", f->step, name);
+		for (;;)
+			pause();
+	}
 	snprintf(num, sizeof(num), "%u", f->step);
 	if (strcmp(f->target, num) == 0 || strcmp(f->target, name) == 0) {
 		fprintf(stderr, "nibble: fault injected at point %u (%s): SIGKILL\n", f->step, name);

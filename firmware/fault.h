@@ -3,6 +3,7 @@
  * NIBBLE_FAULT set, the process SIGKILLs itself at one of them:
  *     NIBBLE_FAULT=7            at the 7th point reached
  *     NIBBLE_FAULT=state:rename at the first point of that name
+ *     NIBBLE_FAULT=hang:NAME    hangs there instead (a stuck process)
  *     NIBBLE_FAULT=list         never; names each point on stderr
  * Unset (production), a point costs one comparison. */
 #ifndef NB_FAULT_H
