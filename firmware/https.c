@@ -250,11 +250,11 @@ static int read_head(struct conn *c, uint8_t *buf, size_t *got, size_t *head_len
 }
 
 static int transfer(struct conn *c, const char *host, const char *port, const char *path,
-		    nb_https_sink write, void *arg)
+		    nb_https_sink sink, void *arg)
 {
 	uint8_t *buf = malloc(BUF_SIZE + 1);
 	char req[2048];
-	size_t got, head_len;
+	size_t got = 0, head_len = 0;
 	uint64_t length = 0, done;
 	int n, ret;
 
@@ -279,7 +279,7 @@ static int transfer(struct conn *c, const char *host, const char *port, const ch
 		ret = -NB_EIO;
 	}
 	if (!ret && done)
-		ret = write(arg, buf + head_len, (size_t)done);
+		ret = sink(arg, buf + head_len, (size_t)done);
 	while (!ret && done < length) {
 		size_t want = length - done < BUF_SIZE ? (size_t)(length - done) : BUF_SIZE;
 		n = recv_some(c, buf, want);
@@ -291,13 +291,13 @@ static int transfer(struct conn *c, const char *host, const char *port, const ch
 			break;
 		}
 		done += (uint64_t)n;
-		ret = write(arg, buf, (size_t)n);
+		ret = sink(arg, buf, (size_t)n);
 	}
 	free(buf);
 	return ret;
 }
 
-int nb_https_get(const struct nb_https_opts *o, nb_https_sink write, void *arg)
+int nb_https_get(const struct nb_https_opts *o, nb_https_sink sink, void *arg)
 {
 	char host[256], port[8];
 	const char *path;
@@ -315,7 +315,7 @@ int nb_https_get(const struct nb_https_opts *o, nb_https_sink write, void *arg)
 	if (!ret)
 		ret = handshake(&c, host, port);
 	if (!ret)
-		ret = transfer(&c, host, port, path, write, arg);
+		ret = transfer(&c, host, port, path, sink, arg);
 	teardown(&c);
 	nb_drbg_close(&c.rng);
 	return ret;

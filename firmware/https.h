@@ -16,12 +16,12 @@ struct nb_https_opts {
 	double timeout;      /* seconds without progress (0: 30) */
 };
 
-/* write gets the body in pieces; a non-zero return stops the transfer. */
+/* sink gets the body in pieces as it arrives; a non-zero return stops the transfer. */
 typedef int (*nb_https_sink)(void *arg, const void *buf, size_t len);
 
 /* 0, or -NB_EINVAL (URL), -NB_ENOENT (CA file), -NB_EIO (network, TLS,
  * HTTP status, short body), -NB_ETIMEDOUT, or the sink's error. */
-int nb_https_get(const struct nb_https_opts *o, nb_https_sink write, void *arg);
+int nb_https_get(const struct nb_https_opts *o, nb_https_sink sink, void *arg);
 
 /* Splits https://host[:port]/path (exposed for tests). */
 int nb_https_parse_url(const char *url, char *host, size_t host_cap, char *port, size_t port_cap,
