@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mbedtls/sha256.h>
+
 #define STATE_MAGIC "nibble-slots 1"
 #define MAX_STATE 4096
 
@@ -389,6 +391,27 @@ int nb_slots_rollback(struct nb_slots *s, const struct nb_boot *b, const char *r
 		ret = clear_trial(s, reason);
 	nb_slots_unlock(s);
 	return ret;
+}
+
+int nb_slots_check_image(const struct nb_boot *b)
+{
+	struct nb_sig_statement st;
+	uint8_t d[NB_SIG_ID_LEN];
+	struct stat sb;
+	int fd = open(b->path, O_RDONLY | O_CLOEXEC), ok = 0;
+
+	if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size >= NB_IMAGE_TRAILER_SIZE &&
+	    pread(fd, &st, sizeof(st), sb.st_size - NB_IMAGE_TRAILER_SIZE) == (ssize_t)sizeof(st))
+		ok = mbedtls_sha256_ret((const void *)&st, sizeof(st), d, 0) == 0 &&
+		     memcmp(d, b->digest, NB_SIG_ID_LEN) == 0;
+	if (fd >= 0)
+		close(fd);
+	if (!ok) {
+		nb_err("slots: %s is not the image committed to slot %c (version %llu): refusing it",
+		       b->path, nb_slots_name(b->slot), (unsigned long long)b->version);
+		return -NB_ESIG;
+	}
+	return 0;
 }
 
 /* ---- status -------------------------------------------------------------- */

@@ -79,6 +79,13 @@ int nb_slots_commit(struct nb_slots *s, const struct nb_boot *b, double ms);
 /* The trial b failed: back to the committed slot, reason recorded. */
 int nb_slots_rollback(struct nb_slots *s, const struct nb_boot *b, const char *reason);
 
+/* Whether b.path still holds the image the state recorded (the SHA-256 of
+ * its signed statement equals b.digest): a committed slot whose file was
+ * replaced, even by another validly signed image (an older one: a
+ * downgrade), is refused with -NB_ESIG. Cheap: reads the trailer only; the
+ * loader then checks the signature. */
+int nb_slots_check_image(const struct nb_boot *b);
+
 /* nibble update --status. */
 void nb_slots_print(struct nb_slots *s, unsigned max_boots);
 

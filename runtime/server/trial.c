@@ -198,6 +198,8 @@ int nb_trial_start(const struct nb_trial_opts *o, char *path, size_t cap)
 			ret = nb_slots_boot(&s, o->max_boots, &b);
 	}
 	nb_slots_close(&s);
+	if (!ret)
+		ret = nb_slots_check_image(&b);
 	if (ret)
 		return ret;
 	nb_info("serve: running slot %c (version %llu)", nb_slots_name(b.slot),

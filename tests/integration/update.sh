@@ -75,6 +75,12 @@ check "the service starts on b" boot
 check_output "b committed, a kept as it was" "a +inactive +version 1 .*b +committed +version 2 " \
 	sh -c "\"$NB\" update -d \"$tmp/slots\" --status | tr '\n' ' '"
 check_output "the same image again: already installed, nothing to do" "already installed" upd "$tmp/v2.nib"
+cp "$SL/b/model.nib" "$tmp/b.keep"
+cp "$tmp/v1.nib" "$SL/b/model.nib"
+check_fails "the committed file swapped for an older signed image: the server refuses it" 1 \
+	"is not the image committed to slot b \(version 2\): refusing it" \
+	timeout 20 "$NB" serve --slots-dir "$SL" -s "$tmp/sock"
+cp "$tmp/b.keep" "$SL/b/model.nib"
 
 # Refused, nothing installed: the slots directory is byte for byte as before.
 snapshot > "$tmp/before"
