@@ -218,14 +218,14 @@ int nb_sig_verify(const uint8_t *map, size_t size, const struct nb_trust *t, uns
 	uint8_t head[NB_SIG_ID_LEN], data[NB_SIG_ID_LEN];
 	int ret;
 
+	/* Anything but an intact image with an all-zero trailer counts as
+	 * signed, so that no policy mistakes a damaged image for an unsigned one. */
 	memset(info, 0, sizeof(*info));
+	info->is_signed = true;
 	if (size < 2 * NB_IMAGE_TRAILER_SIZE) {
 		nb_err("%s: %zu bytes is too short for a signed image", what, size);
 		return -NB_ESIG;
 	}
-	/* Anything but an intact image with an all-zero trailer counts as
-	 * signed, so that no policy mistakes a damaged image for an unsigned one. */
-	info->is_signed = true;
 	if (size_mismatch(map, size, what))
 		return -NB_ESIG;
 	if (all_zero(map + size - NB_IMAGE_TRAILER_SIZE, NB_IMAGE_TRAILER_SIZE)) {

@@ -1,6 +1,7 @@
 #include "firmware/verify.h"
 #include "firmware/atomic.h"
 #include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 
 #include <errno.h>
@@ -205,7 +206,10 @@ int nb_verify_image(const struct nb_image *img, const char *path, const struct n
 			       path);
 			return -NB_ESIG;
 		}
-		nb_warn("UNSIGNED IMAGES ALLOWED (development build): %s is not signed", path);
+		if (IS_ENABLED(CONFIG_IMAGE_REQUIRE_SIGNATURE))
+			nb_warn("UNSIGNED IMAGE ALLOWED for this run only: %s is not signed", path);
+		else
+			nb_warn("UNSIGNED IMAGES ALLOWED (development build): %s is not signed", path);
 		ret = 0;
 	}
 	if (ret)

@@ -76,6 +76,8 @@ check_output "development build: an unsigned image runs, with a loud warning" \
 	"UNSIGNED IMAGES ALLOWED \(development build\)" "$NB" run -m "$tmp/unsigned.nib" -p Once -n 2
 check_fails "NIBBLE_REQUIRE_SIGNATURE=1: an unsigned image is refused" 1 "refusing an unsigned image" \
 	env NIBBLE_REQUIRE_SIGNATURE=1 "$NB" run -m "$tmp/unsigned.nib" -p Once -n 2
+check_output "bench --synthetic still runs its own unsigned image where signatures are required" "^resident:" \
+	env NIBBLE_REQUIRE_SIGNATURE=1 "$NB" bench --synthetic stories260k --reps 1
 check_output "a signed image runs (key from the key directory)" "^Once upon a time" \
 	env NIBBLE_REQUIRE_SIGNATURE=1 "$NB" run -m "$tmp/m.nib" -p "Once upon a time" -n 4
 check_output "verify without -p uses the device's keys" "good signature .*\(k.pub.pem\)" \
