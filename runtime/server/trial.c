@@ -189,13 +189,13 @@ int nb_trial_start(const struct nb_trial_opts *o, char *path, size_t cap)
 
 	nb_fault_init(&f);
 	ret = nb_slots_open(&s, o->slots_dir, false, &f);
-	if (!ret)
+	/* Each round commits or rolls back one trial; another one appears only
+	 * if an update installed it meanwhile, and is checked in turn. */
+	while (!ret) {
 		ret = nb_slots_boot(&s, o->max_boots, &b);
-	if (!ret && b.trial) {
+		if (ret || !b.trial)
+			break;
 		ret = check_trial(o, &s, &b, &f);
-		/* Passed: b is committed now. Failed: the committed slot, if any. */
-		if (!ret)
-			ret = nb_slots_boot(&s, o->max_boots, &b);
 	}
 	nb_slots_close(&s);
 	if (!ret)
