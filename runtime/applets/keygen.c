@@ -40,8 +40,8 @@ const struct nb_applet nb_applet_keygen = {
 	.usage = "usage: nibble keygen -o KEY.pem [--force]\n\n"
 		 "Generates an ECDSA P-256 key pair: the private key goes to KEY.pem (mode\n"
 		 "0600), the public key beside it as KEY.pub.pem. Devices trust images signed\n"
-		 "with the private key when the public key is built in (CONFIG_TRUSTED_KEYS)\n"
-		 "or installed in /etc/nibble/keys/ (see docs/signing.md).\n\n"
+		 "with the private key when the public key is built into the binary or\n"
+		 "installed in /etc/nibble/keys/ (see docs/signing.md).\n\n"
 		 "  -o, --output FILE   where the private key goes\n"
 		 "  -f, --force         replace existing key files\n",
 	.main = keygen_main,
