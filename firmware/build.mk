@@ -1,6 +1,8 @@
 obj-y += firmware/digest.o
 obj-y += firmware/image.o firmware/tensor.o firmware/arch.o
 obj-y += firmware/atomic.o firmware/drbg.o firmware/fault.o firmware/sig.o firmware/trust.o firmware/verify.o firmware/manifest.o firmware/slots.o firmware/update.o firmware/https.o
+# The publisher's side (runtime/applets/Kconfig: HOST_SIGN).
+obj-$(CONFIG_HOST_SIGN) += firmware/sign.o
 
 # Public keys built into the binary (CONFIG_TRUSTED_KEYS: PEM files, relative
 # to the source tree or absolute), as a generated header trust.c includes.

@@ -1,6 +1,6 @@
 /* The parts of an image's manifest updates rely on: the monotonic model
- * version (header) and the compatibility string (META key "compatible"),
- * and stamping both into an image before it is signed.
+ * version (header) and the compatibility string (META key "compatible");
+ * firmware/sign.h stamps both into an image before it is signed.
  *
  * "compatible" is a space-separated list of BOARD/ABI entries: BOARD a
  * board family name (CONFIG_BOARD_NAME: rpi4, rpi5, jetson-orin-nano,
@@ -37,11 +37,5 @@ int nb_manifest_check_compat(const struct nb_image *img, const char *what, const
 /* A well-formed compatibility string: 1..NB_MANIFEST_COMPAT_MAX bytes of
  * BOARD/ABI entries. */
 bool nb_manifest_compat_valid(const char *compat);
-
-/* Rewrites the image at path (atomically: temporary file, fsync, rename)
- * with model_version set (if version != 0) and "compatible" set (if compat
- * != NULL), removing any signature. The sections after META move if the new
- * META outgrows its pages. */
-int nb_manifest_stamp(const char *path, uint64_t version, const char *compat);
 
 #endif

@@ -85,16 +85,4 @@ int nb_sig_key_id(void *pk, uint8_t id[NB_SIG_ID_LEN]);
 /* First 8 bytes of an id in hex (17 bytes with the NUL), for messages. */
 void nb_sig_id_short(const uint8_t id[NB_SIG_ID_LEN], char out[17]);
 
-/* Signs the image at path with the private key in key_path (PEM, P-256):
- * computes both digests and writes the trailer in place (then fsync). An
- * existing signature is replaced. */
-int nb_sig_sign_file(const char *path, const char *key_path, unsigned threads,
-		     struct nb_sig_info *info);
-
-/* A new P-256 key pair: the private key to key_path (mode 0600), the public
- * key beside it (key.pem -> key.pub.pem, mode 0644); both written to a
- * temporary name, fsynced and renamed. Existing files are not replaced
- * unless force. pub_path receives the public key's path. */
-int nb_sig_keygen(const char *key_path, bool force, char *pub_path, size_t pub_cap);
-
 #endif

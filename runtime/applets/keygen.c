@@ -1,5 +1,5 @@
 /* `nibble keygen -o key.pem`: an ECDSA P-256 key pair for signing images. */
-#include "firmware/sig.h"
+#include "firmware/sign.h"
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
@@ -27,7 +27,7 @@ static int keygen_main(int argc, char **argv)
 		return nb_usage_error("keygen", "unexpected argument '%s'", argv[optind]);
 	if (!out)
 		return nb_usage_error("keygen", "-o KEY.pem is required");
-	if (nb_sig_keygen(out, force, pub, sizeof(pub)))
+	if (nb_sign_keygen(out, force, pub, sizeof(pub)))
 		return NB_EXIT_FAIL;
 	printf("private key: %s (keep it secret; mode 0600)\n", out);
 	printf("public key:  %s (install on devices as /etc/nibble/keys/NAME.pub.pem)\n", pub);

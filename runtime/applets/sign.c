@@ -1,6 +1,6 @@
 /* `nibble sign -k key.pem model.nib`: fills the image's signature trailer. */
 #include "firmware/manifest.h"
-#include "firmware/sig.h"
+#include "firmware/sign.h"
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
@@ -49,9 +49,9 @@ static int sign_main(int argc, char **argv)
 		return nb_usage_error("sign", "-k KEY.pem is required");
 	if (optind + 1 != argc)
 		return nb_usage_error("sign", "one image to sign");
-	if ((version || compat) && nb_manifest_stamp(argv[optind], version, compat))
+	if ((version || compat) && nb_sign_stamp(argv[optind], version, compat))
 		return NB_EXIT_FAIL;
-	if (nb_sig_sign_file(argv[optind], key, (unsigned)threads, &info))
+	if (nb_sign_file(argv[optind], key, (unsigned)threads, &info))
 		return NB_EXIT_FAIL;
 	nb_sig_id_short(info.st.key_id, id);
 	printf("%s: signed by key %s, %.1f MB in %.3f s (%.0f MB/s)\n", argv[optind], id,

@@ -8,6 +8,7 @@
 
 #include "firmware/manifest.h"
 #include "firmware/sig.h"
+#include "firmware/sign.h"
 #include "firmware/trust.h"
 #include "firmware/verify.h"
 #include "kernels/check.h"
@@ -164,10 +165,10 @@ static int setup(void **state)
 	snprintf(f->img, sizeof(f->img), "%s/m.nib", f->dir);
 	snprintf(f->key, sizeof(f->key), "%s/one.pem", f->dir);
 	snprintf(f->key2, sizeof(f->key2), "%s/two.pem", f->dir);
-	assert_int_equal(nb_sig_keygen(f->key, false, f->pub, sizeof(f->pub)), 0);
-	assert_int_equal(nb_sig_keygen(f->key2, false, f->pub2, sizeof(f->pub2)), 0);
+	assert_int_equal(nb_sign_keygen(f->key, false, f->pub, sizeof(f->pub)), 0);
+	assert_int_equal(nb_sign_keygen(f->key2, false, f->pub2, sizeof(f->pub2)), 0);
 	write_image(f->img);
-	assert_int_equal(nb_sig_sign_file(f->img, f->key, 3, &info), 0);
+	assert_int_equal(nb_sign_file(f->img, f->key, 3, &info), 0);
 	f->file = load(f->img, &f->size);
 	nb_trust_init(&f->trust);
 	f->trust.threads = 2;
@@ -211,14 +212,14 @@ static void test_keygen(void **state)
 	assert_int_equal(st.st_mode & 0777, 0644);
 	/* Never replaced by accident; --force does. */
 	int saved = test_quiet();
-	assert_int_equal(nb_sig_keygen(f->key, false, pub, sizeof(pub)), -NB_EBUSY);
+	assert_int_equal(nb_sign_keygen(f->key, false, pub, sizeof(pub)), -NB_EBUSY);
 	test_loud(saved);
 	snprintf(path, sizeof(path), "%s/one.pem.tmp", f->dir);
 	assert_int_not_equal(access(path, F_OK), 0);
 	snprintf(path, sizeof(path), "%s/three", f->dir);
-	assert_int_equal(nb_sig_keygen(path, false, pub, sizeof(pub)), 0);
+	assert_int_equal(nb_sign_keygen(path, false, pub, sizeof(pub)), 0);
 	assert_string_equal(pub + strlen(f->dir), "/three.pub.pem");
-	assert_int_equal(nb_sig_keygen(path, true, pub, sizeof(pub)), 0);
+	assert_int_equal(nb_sign_keygen(path, true, pub, sizeof(pub)), 0);
 }
 
 static void test_good_signature(void **state)
@@ -357,12 +358,12 @@ static void test_resign_with_other_key(void **state)
 
 	snprintf(path, sizeof(path), "%s/other.nib", f->dir);
 	store(path, f->file, f->size);
-	assert_int_equal(nb_sig_sign_file(path, f->key2, 1, &info), 0);
+	assert_int_equal(nb_sign_file(path, f->key2, 1, &info), 0);
 	int saved = test_quiet();
 	struct nb_verified v;
 	assert_int_equal(nb_verify_file(path, &f->trust, &v), -NB_ESIG);
 	/* A public key is no private key. */
-	assert_int_equal(nb_sig_sign_file(path, f->pub, 1, &info), -NB_EFORMAT);
+	assert_int_equal(nb_sign_file(path, f->pub, 1, &info), -NB_EFORMAT);
 	test_loud(saved);
 	unlink(path);
 }
@@ -584,8 +585,8 @@ static void test_stamp(void **state)
 		snprintf(ref, sizeof(ref), "%s/ref.nib", f->dir);
 		write_image_license(path, grow ? license : "MIT");
 		write_image_license(ref, grow ? license : "MIT");
-		assert_int_equal(nb_sig_sign_file(path, f->key, 2, &info), 0);
-		assert_int_equal(nb_manifest_stamp(path, 9, "x86_64/1 rpi5/1"), 0);
+		assert_int_equal(nb_sign_file(path, f->key, 2, &info), 0);
+		assert_int_equal(nb_sign_stamp(path, 9, "x86_64/1 rpi5/1"), 0);
 		assert_int_equal(nb_image_open(&a, path, 0), 0);
 		assert_int_equal(nb_image_open(&b, ref, 0), 0);
 		assert_int_equal(a.hdr->model_version, 9);
@@ -609,12 +610,12 @@ static void test_stamp(void **state)
 		assert_int_equal(nb_verify_file(path, &f->trust, &v), -NB_ESIG);
 		test_loud(saved);
 		assert_false(v.sig.is_signed);
-		assert_int_equal(nb_sig_sign_file(path, f->key, 2, &info), 0);
+		assert_int_equal(nb_sign_file(path, f->key, 2, &info), 0);
 		assert_int_equal(nb_verify_file(path, &f->trust, &v), 0);
 		assert_int_equal(v.model_version, 9);
 		assert_string_equal(v.compat, "x86_64/1 rpi5/1");
 		/* Stamped again: replaced, not added. */
-		assert_int_equal(nb_manifest_stamp(path, 0, "*/1"), 0);
+		assert_int_equal(nb_sign_stamp(path, 0, "*/1"), 0);
 		saved = test_quiet();
 		assert_int_equal(nb_verify_file(path, &f->trust, &v), -NB_ESIG);
 		test_loud(saved);
@@ -626,7 +627,7 @@ static void test_stamp(void **state)
 		unlink(ref);
 	}
 	int saved = test_quiet();
-	assert_int_equal(nb_manifest_stamp(path, 0, "bad compat"), -NB_EINVAL);
+	assert_int_equal(nb_sign_stamp(path, 0, "bad compat"), -NB_EINVAL);
 	test_loud(saved);
 }
 
