@@ -19,6 +19,8 @@ for t in q4_g32 q4_g128; do
 	$NB bench --synthetic tinyllama --type "$t"
 	echo
 done
+sh tests/bench_sig.sh "$NB" build/bench
+echo
 echo "== server: TinyLlama-1.1B shape q4_g32, 16 slots, 2 threads, streaming completions of 64 tokens (7-token prompts)"
 $NB bench --synthetic tinyllama --write-only --out build/bench/models/tinyllama-q4.nib > /dev/null
 rm -f build/bench/nibble.sock

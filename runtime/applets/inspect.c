@@ -50,7 +50,7 @@ static void print_hparams(const struct nb_hparams *hp)
 static void print_meta(const struct nb_image *img)
 {
 	static const char *const keys[] = { "name", "source", "quantization", "created_by",
-					    "license", "chat_template" };
+					    "compatible", "license", "chat_template" };
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		const char *v;
 		size_t len, line;

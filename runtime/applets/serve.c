@@ -1,13 +1,16 @@
 /* `nibble serve`: options to struct nb_server_opts, then the event loop. */
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 #include "runtime/base/sys.h"
 #include "runtime/model/llm.h"
 #include "runtime/server/server.h"
+#include "runtime/server/trial.h"
 
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pwd.h>
 #include <stdlib.h>
@@ -76,7 +79,21 @@ static int add_gid(struct nb_server_opts *o, const char *s)
 }
 
 enum { O_GROUP = 256, O_MODE, O_ALLOW_UID, O_ALLOW_GID, O_LISTEN, O_KEY, O_SLOTS, O_CTX,
-       O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK };
+       O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK,
+       O_SLOTS_DIR, O_HEALTH_TIMEOUT, O_HEALTH_MAX_MS };
+
+/* A/B slots (runtime/server/trial.h): options of their own. */
+static int parse_trial_opt(struct nb_trial_opts *t, int c, const char *arg)
+{
+	switch (c) {
+	case O_SLOTS_DIR: t->slots_dir = arg; return 0;
+	case O_HEALTH_TIMEOUT:
+		return nb_arg_float("serve", "--health-timeout", arg, 0.001, 86400, &t->timeout);
+	case O_HEALTH_MAX_MS:
+		return nb_arg_float("serve", "--health-max-ms", arg, 0.001, 1e6, &t->max_ms);
+	default: return 1;
+	}
+}
 
 static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 {
@@ -179,22 +196,43 @@ static int serve_main(int argc, char **argv)
 		{ "read-timeout", required_argument, NULL, O_READ },
 		{ "grace", required_argument, NULL, O_GRACE },
 		{ "max-body", required_argument, NULL, O_MAXBODY },
-		{ "max-tokens", required_argument, NULL, O_MAXTOK }, { NULL, 0, NULL, 0 },
+		{ "max-tokens", required_argument, NULL, O_MAXTOK },
+		{ "slots-dir", required_argument, NULL, O_SLOTS_DIR },
+		{ "health-timeout", required_argument, NULL, O_HEALTH_TIMEOUT },
+		{ "health-max-ms", required_argument, NULL, O_HEALTH_MAX_MS }, { NULL, 0, NULL, 0 },
 	};
 	struct nb_server_opts o;
+	struct nb_trial_opts trial;
+	char slot_model[PATH_MAX];
 	struct nb_llm llm;
-	int c, ret;
+	bool slots = false;
+	int c, r, ret;
 
 	nb_server_opts_default(&o);
-	while ((c = nb_getopt("serve", argc, argv, "m:s:t:", opts)) != -1)
-		if (parse_opt(&o, c, optarg))
+	nb_trial_opts_default(&trial);
+	while ((c = nb_getopt("serve", argc, argv, "m:s:t:", opts)) != -1) {
+		if ((r = parse_trial_opt(&trial, c, optarg)) <= 0) {
+			slots |= c == O_SLOTS_DIR;
+			if (r < 0)
+				return NB_EXIT_USAGE;
+		} else if (parse_opt(&o, c, optarg)) {
 			return NB_EXIT_USAGE;
+		}
+	}
 	if (optind != argc)
 		return nb_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-	if (!o.model)
-		return nb_usage_error("serve", "no model (-m MODEL.nib)");
+	if (!o.model && !slots)
+		return nb_usage_error("serve", "no model (-m MODEL.nib or --slots-dir DIR)");
+	if (o.model && slots)
+		return nb_usage_error("serve", "-m and --slots-dir exclude each other");
 	if (o.listen && check_listen(o.listen, o.api_key_file))
 		return NB_EXIT_USAGE;
+	if (slots) {
+		trial.image_flags = nb_image_default_flags();
+		if (nb_trial_start(&trial, slot_model, sizeof(slot_model)))
+			return NB_EXIT_FAIL;
+		o.model = slot_model;
+	}
 	ret = open_model(&o, &llm);
 	if (ret)
 		return ret;
@@ -206,7 +244,8 @@ static int serve_main(int argc, char **argv)
 const struct nb_applet nb_applet_serve = {
 	.name = "serve",
 	.summary = "OpenAI-compatible HTTP server on a local socket",
-	.usage = "usage: nibble serve -m MODEL.nib [options]\n\n"
+	.usage = "usage: nibble serve -m MODEL.nib [options]\n"
+		 "       nibble serve --slots-dir DIR [options]\n\n"
 		 "Serves POST /v1/chat/completions, POST /v1/completions (streaming with\n"
 		 "\"stream\": true), GET /v1/models, GET /health and GET /metrics (Prometheus)\n"
 		 "over HTTP/1.1 on an AF_UNIX socket, and optionally TCP with an API key.\n"
@@ -214,6 +253,13 @@ const struct nb_applet nb_applet_serve = {
 		 "stops accepting, lets running requests finish for --grace seconds, cancels\n"
 		 "the rest with an error, and removes the socket.\n\n"
 		 "  -m, --model FILE          model image\n"
+		 "      --slots-dir DIR       run the A/B slot of nibble update instead: a trial\n"
+		 "                            slot is health-checked, then committed or rolled\n"
+		 "                            back (docs/updates.md)\n"
+		 "      --health-timeout S    seconds the health check may take ("
+		 NB_KCONFIG_STR(CONFIG_UPDATE_HEALTH_TIMEOUT) ")\n"
+		 "      --health-max-ms MS    slowest ms per token it accepts ("
+		 NB_KCONFIG_STR(CONFIG_UPDATE_HEALTH_MAX_MS) ")\n"
 		 "  -s, --socket PATH         AF_UNIX socket (" CONFIG_SERVER_SOCKET "); as root,\n"
 		 "                            a missing directory of it is created\n"
 		 "      --group NAME          group owning the socket (must exist)\n"

@@ -1,4 +1,5 @@
 #include "runtime/model/llm.h"
+#include "firmware/verify.h"
 #include "runtime/base/args.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
@@ -12,6 +13,7 @@ void nb_llm_init(struct nb_llm *l)
 	nb_image_init(&l->img);
 	l->tok = NULL;
 	nb_model_init(&l->model);
+	memset(&l->sig, 0, sizeof(l->sig));
 }
 
 static int open_tokenizer(struct nb_llm *l, const char *path)
@@ -34,7 +36,8 @@ static int open_tokenizer(struct nb_llm *l, const char *path)
 	return ret;
 }
 
-int nb_llm_open(struct nb_llm *l, const char *path, unsigned image_flags)
+int nb_llm_open_trusted(struct nb_llm *l, const char *path, unsigned image_flags,
+			const struct nb_trust *trust)
 {
 	int ret;
 
@@ -42,7 +45,9 @@ int nb_llm_open(struct nb_llm *l, const char *path, unsigned image_flags)
 	ret = nb_image_open(&l->img, path, image_flags);
 	if (ret)
 		return ret;
-	ret = open_tokenizer(l, path);
+	ret = nb_verify_image(&l->img, path, trust, &l->sig);
+	if (!ret)
+		ret = open_tokenizer(l, path);
 	if (ret)
 		goto fail;
 	ret = nb_model_bind(&l->model, &l->img.hp, l->img.tensors, l->img.n_tensors);
@@ -53,6 +58,20 @@ int nb_llm_open(struct nb_llm *l, const char *path, unsigned image_flags)
 	return 0;
 fail:
 	nb_llm_close(l);
+	return ret;
+}
+
+int nb_llm_open(struct nb_llm *l, const char *path, unsigned image_flags)
+{
+	struct nb_trust t;
+	int ret = nb_trust_default(&t);
+
+	if (ret) {
+		nb_llm_init(l);
+		return ret;
+	}
+	ret = nb_llm_open_trusted(l, path, image_flags, &t);
+	nb_trust_free(&t);
 	return ret;
 }
 

@@ -5,6 +5,7 @@
 #define NB_LLM_H
 
 #include "firmware/image.h"
+#include "firmware/trust.h"
 #include "runtime/model/forward.h"
 #include "runtime/model/model.h"
 #include "runtime/text/tokenizer.h"
@@ -13,6 +14,7 @@ struct nb_llm {
 	struct nb_image img;
 	struct nb_tok *tok;
 	struct nb_model model;
+	struct nb_sig_info sig; /* what the signature check found */
 };
 
 /* The upper bound of the default context: longer ones are asked for with
@@ -20,7 +22,11 @@ struct nb_llm {
 #define NB_LLM_CTX_DEFAULT_MAX 2048
 
 void nb_llm_init(struct nb_llm *l);
-/* Opens and validates the image, builds the tokenizer, binds the tensors. */
+/* Opens and validates the image, checks its signature under the trust
+ * policy (firmware/verify.h), builds the tokenizer, binds the tensors. */
+int nb_llm_open_trusted(struct nb_llm *l, const char *path, unsigned image_flags,
+			const struct nb_trust *trust);
+/* The same under the device's policy (nb_trust_default). */
 int nb_llm_open(struct nb_llm *l, const char *path, unsigned image_flags);
 void nb_llm_close(struct nb_llm *l);
 

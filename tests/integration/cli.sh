@@ -67,8 +67,11 @@ check_usage "quantize: no usage text after the error" \
 	"quantize: no --type \(see nibble quantize --help\)" "$NB" quantize m.nib -o q.nib
 check_usage "convert: no output" "convert: no output \(-o OUT.nib\) \(see nibble convert --help\)" \
 	"$NB" convert m.bin
-check_usage "serve: no model" "serve: no model \(-m MODEL.nib\) \(see nibble serve --help\)" \
-	"$NB" serve
+check_usage "serve: no model" \
+	"serve: no model \(-m MODEL.nib or --slots-dir DIR\) \(see nibble serve --help\)" "$NB" serve
+check_usage "serve: a model and slots" \
+	"serve: -m and --slots-dir exclude each other \(see nibble serve --help\)" \
+	"$NB" serve -m m.nib --slots-dir /nonexistent
 check_usage "bench: no model" "bench: no model .* \(see nibble bench --help\)" "$NB" bench
 
 # Bad values: "<applet>: <option>: '<value>' is not ...", exit 2. run's

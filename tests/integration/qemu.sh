@@ -34,13 +34,18 @@ check_output "jetson binary on cortex-a72: selftest passes" \
 # Whole models: images made and quantized on x86 (their golden vectors
 # computed by the AVX2 kernels) run on each aarch64 CPU; every backend the
 # CPU has must give the scalar reference's logits bit for bit, on one and
-# two threads, and reproduce the x86 golden vector.
+# two threads, and reproduce the x86 golden vector. Board builds refuse
+# unsigned images: the images are signed with a key made here.
 NBX=build/t-x86_64/nibble
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+mkdir -m 0755 "$tmp/keys"
+"$NBX" keygen -o "$tmp/keys/test.pem" > /dev/null
+export NIBBLE_KEYS_DIR="$tmp/keys" NIBBLE_VERIFY_RECORDS=
 "$NBX" convert models/stories260K/stories260K.bin -o "$tmp/f32.nib" 2>/dev/null
 for t in q4_g32 q4z_g128 q8_g32; do
 	"$NBX" quantize "$tmp/f32.nib" -o "$tmp/$t.nib" --type "$t" 2>/dev/null
+	"$NBX" sign -k "$tmp/keys/test.pem" "$tmp/$t.nib" > /dev/null
 	for cpu in cortex-a72 neoverse-n1 max; do
 		check_output "rpi5 on $cpu, $t model: logits equal scalar on every backend, x86 golden vector reproduced" \
 			"model/golden .*reproduced exactly.*selftest: [0-9]+ passed, 0 failed" \
@@ -50,3 +55,12 @@ done
 check_output "rpi4 on cortex-a72, q4_g32 model: neon logits equal scalar" \
 	"model/neon +equal to scalar.*selftest: [0-9]+ passed, 0 failed" \
 	sh -c "$Q -cpu cortex-a72 build/t-rpi4/nibble selftest -m $tmp/q4_g32.nib | tr '\n' ' '"
+
+# Board builds (CONFIG_IMAGE_REQUIRE_SIGNATURE=y) refuse unsigned images.
+check_fails "rpi5 build refuses an unsigned image" 1 "refusing an unsigned image" \
+	$Q -cpu cortex-a76 build/t-rpi5/nibble run -m "$tmp/f32.nib" -p Once -n 2
+"$NBX" sign -k "$tmp/keys/test.pem" "$tmp/f32.nib" > /dev/null
+check_output "rpi5 build runs the same image signed" "^Once upon a time" \
+	$Q -cpu cortex-a76 build/t-rpi5/nibble run -m "$tmp/f32.nib" -p "Once upon a time" -n 2
+check_fails "rpi5 build refuses it signed by a key it does not trust" 1 "not trusted here" \
+	env NIBBLE_KEYS_DIR= $Q -cpu cortex-a76 build/t-rpi5/nibble run -m "$tmp/f32.nib" -p x -n 2
