@@ -46,11 +46,3 @@ const struct nb_kernels *nb_kernels_select(const struct nb_cpu *cpu, const char 
 	}
 	return name ? NULL : &nb_kernels_scalar;
 }
-
-void nb_mm_i8_by_dot(int32_t (*dot)(const int8_t *, const int8_t *, size_t), int32_t *c,
-		     const int8_t *a, const int8_t *b, size_t m, size_t n, size_t k)
-{
-	for (size_t i = 0; i < m; i++)
-		for (size_t j = 0; j < n; j++)
-			c[i * n + j] = dot(a + i * k, b + j * k, k);
-}

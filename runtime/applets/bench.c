@@ -204,8 +204,8 @@ static void fix_scales(uint32_t type, uint8_t *data, uint64_t bytes, uint32_t co
 	(void)cols;
 
 	for (uint64_t off = 0; off + qi->block_size <= bytes; off += qi->block_size)
-		for (int r = 0; r < NB_QROWS; r++)
-			memcpy(data + off + 2 * r, &d, 2);
+		for (uint32_t r = 0; r < NB_QROWS; r++)
+			nb_qblock_put_scale(data + off, r, d);
 }
 
 struct synth {
