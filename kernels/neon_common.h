@@ -19,7 +19,7 @@
 #define NB_NEON_INLINE static inline __attribute__((always_inline))
 
 enum nb_neon_kind {
-	NB_NEON_Q4,  /* symmetric 4-bit: offset 8 */
+	NB_NEON_Q4,  /* symmetric 4-bit: offset NB_Q4_BIAS */
 	NB_NEON_Q4Z, /* 4-bit with zero points: offset z */
 	NB_NEON_Q8,  /* 8-bit: no offset */
 };
@@ -68,7 +68,7 @@ NB_NEON_INLINE int32x4_t nb_neon_isum(int32x4_t usum, const uint8_t *blk, enum n
 	if (kind == NB_NEON_Q8)
 		return usum;
 	if (kind == NB_NEON_Q4)
-		return vmlsq_s32(usum, vdupq_n_s32(8), vdupq_n_s32(asum));
+		return vmlsq_s32(usum, vdupq_n_s32(NB_Q4_BIAS), vdupq_n_s32(asum));
 	return vmlsq_s32(usum, nb_neon_zero_points(blk), vdupq_n_s32(asum));
 }
 

@@ -26,6 +26,23 @@ const struct nb_qinfo *nb_qinfo(uint32_t type)
 	return &qinfo[type - NB_QTYPE_MIN];
 }
 
+uint32_t nb_qtype_by_name(const char *name)
+{
+	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
+		if (nb_qinfo(t) && strcmp(name, nb_qinfo(t)->name) == 0)
+			return t;
+	return 0;
+}
+
+#define QTYPE_NAME(NAME, name, G, bits, zp) ", " #name
+static const char qtype_names[] = NB_QTYPE_LIST(QTYPE_NAME);
+#undef QTYPE_NAME
+
+const char *nb_qtype_names(void)
+{
+	return qtype_names + 2; /* past the first ", " */
+}
+
 int nb_qtensor_bytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t *bytes)
 {
 	const struct nb_qinfo *qi = nb_qinfo(type);
@@ -258,15 +275,18 @@ static size_t block_at(const struct nb_qinfo *qi, uint64_t quad, uint64_t g, uin
 	return (size_t)((quad * ngroups + g) * qi->block_size);
 }
 
-/* One row's levels q (n of them; NULL: none) stored in a zeroed block row,
- * the rest of the group filled with the stored level `fill`. */
-static void pack_levels(const struct nb_qinfo *qi, uint8_t *row, const int8_t *q, uint64_t n,
-			int32_t fill)
+/* Row r of a zeroed block whose scale and zero point are written: its n
+ * levels q (NULL: none; zero-point types give them as stored, the others
+ * as levels), the rest of the group padded with level 0. */
+static void pack_levels(const struct nb_qinfo *qi, uint8_t *blk, uint32_t r, const int8_t *q,
+			uint64_t n)
 {
-	const int32_t offset = qi->bits == 4 && !qi->zero_point ? 8 : 0;
+	uint8_t *row = blk + nb_qblock_row_at(qi->group, qi->bits, qi->zero_point, r);
+	const int32_t offset = qi->zero_point ? 0 : nb_qtype_bias(qi->bits);
+	const int32_t pad = nb_qblock_offset(blk, qi->bits, qi->zero_point, r);
 
 	for (uint32_t j = 0; j < qi->group; j++)
-		nb_qrow_put_level(row, qi->group, qi->bits, j, j < n ? q[j] + offset : fill);
+		nb_qrow_put_level(row, qi->group, qi->bits, j, j < n ? q[j] + offset : pad);
 }
 
 int nb_quant_pack(uint32_t type, uint64_t rows, uint64_t cols, const int8_t *q, const float *d,
@@ -294,11 +314,8 @@ int nb_quant_pack(uint32_t type, uint64_t rows, uint64_t cols, const int8_t *q, 
 				nb_qblock_put_scale(b, rr, h);
 				if (qi->zero_point)
 					nb_qblock_put_zero(b, rr, zr);
-				/* Padding is level 0: nibble 8 symmetric, z for zero point. */
-				pack_levels(qi, b + nb_qblock_row_at(qi->group, qi->bits, qi->zero_point, rr),
-					    r < rows ? q + r * cols + c0 : NULL,
-					    r < rows ? (cols - c0 < qi->group ? cols - c0 : qi->group) : 0,
-					    qi->bits == 8 ? 0 : qi->zero_point ? zr : 8);
+				pack_levels(qi, b, rr, r < rows ? q + r * cols + c0 : NULL,
+					    r < rows ? (cols - c0 < qi->group ? cols - c0 : qi->group) : 0);
 			}
 		}
 	}

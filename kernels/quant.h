@@ -45,8 +45,9 @@ enum nb_qtype {
 	NB_QTYPE_Q4Z_G32 = 18,  /* 4-bit with zero point, group 32: 4.75 bits/weight */
 	NB_QTYPE_Q4Z_G128 = 19, /* 4-bit with zero point, group 128: 4.1875 bits/weight */
 	NB_QTYPE_Q8_G32 = 20,   /* 8-bit, group 32: 8.5 bits/weight */
+	NB_QTYPE_Q4_G64 = 21,   /* symmetric 4-bit, group 64: 4.25 bits/weight */
 	NB_QTYPE_MIN = 16,
-	NB_QTYPE_MAX = 20,
+	NB_QTYPE_MAX = 21,
 };
 
 #define NB_QTYPE_COUNT (NB_QTYPE_MAX - NB_QTYPE_MIN + 1)
@@ -57,6 +58,7 @@ enum nb_qtype {
  * so a type added here runs on them with no other change. */
 #define NB_QTYPE_LIST(X)                                                                        \
 	X(Q4_G32, q4_g32, 32, 4, 0)                                                             \
+	X(Q4_G64, q4_g64, 64, 4, 0)                                                             \
 	X(Q4_G128, q4_g128, 128, 4, 0)                                                          \
 	X(Q4Z_G32, q4z_g32, 32, 4, 1)                                                           \
 	X(Q4Z_G128, q4z_g128, 128, 4, 1)                                                        \
@@ -110,11 +112,21 @@ static inline uint32_t nb_qblock_zero(const uint8_t *blk, uint32_t r)
 	return (blk[NB_QBLOCK_ZEROS + r / 2] >> (r & 1 ? 4 : 0)) & 15;
 }
 
-/* What row r's stored levels are offset by: z with a zero point, 8 for
- * symmetric 4-bit (nibble - 8), 0 for 8-bit. */
+/* Symmetric 4-bit levels -8..7 are stored as nibbles level + NB_Q4_BIAS. */
+#define NB_Q4_BIAS 8
+
+/* What a type's stored levels are offset by when it has no zero point:
+ * NB_Q4_BIAS for symmetric 4-bit, 0 for 8-bit. */
+static inline int32_t nb_qtype_bias(uint32_t bits)
+{
+	return bits == 4 ? NB_Q4_BIAS : 0;
+}
+
+/* What row r's stored levels are offset by (the stored value of level 0):
+ * its zero point z with zero points, else nb_qtype_bias. */
 static inline int32_t nb_qblock_offset(const uint8_t *blk, uint32_t bits, uint32_t zp, uint32_t r)
 {
-	return bits == 8 ? 0 : zp ? (int32_t)nb_qblock_zero(blk, r) : 8;
+	return zp ? (int32_t)nb_qblock_zero(blk, r) : nb_qtype_bias(bits);
 }
 
 /* 4-bit levels: byte j of a row holds element j in its low nibble and
@@ -171,6 +183,10 @@ struct nb_qinfo {
 
 /* NULL if type is not a quantized type. */
 const struct nb_qinfo *nb_qinfo(uint32_t type);
+/* The quantized type a user calls name ("q4_g32"), 0 if none. */
+uint32_t nb_qtype_by_name(const char *name);
+/* Every type's name, in NB_QTYPE_LIST's order, joined by ", ". */
+const char *nb_qtype_names(void);
 /* Bytes of a {rows, cols} matrix of this type; -NB_ERANGE on overflow. */
 int nb_qtensor_bytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t *bytes);
 

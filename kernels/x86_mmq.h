@@ -36,6 +36,10 @@
 #define PREFETCH_HINT _MM_HINT_T0
 #endif
 
+/* Symmetric 4-bit levels are offset by NB_Q4_BIAS: a shift. */
+#define Q4_BIAS_SHIFT 3
+static_assert(NB_Q4_BIAS == 1 << Q4_BIAS_SHIFT, "x86_mmq.h: NB_Q4_BIAS is 2^Q4_BIAS_SHIFT");
+
 static inline __m256i load2x128(const uint8_t *lo, const uint8_t *hi)
 {
 	return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
@@ -295,7 +299,7 @@ pair_step(__m256 acc[TILE], const uint8_t *qb, uint32_t g, uint32_t ng, const st
 		for (uint32_t t = 0; t < nt; t++) {
 			__m256i asum = pair_i32(at->s[t] + g, b1 != NULL);
 			/* levels are stored + offset: subtract offset * sum(a) */
-			__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum) : _mm256_slli_epi32(asum, 3);
+			__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum) : _mm256_slli_epi32(asum, Q4_BIAS_SHIFT);
 			isum[t] = _mm256_sub_epi32(raw[t], corr);
 		}
 	}
@@ -429,7 +433,7 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
 		}
 		__m512i asum = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(at->s[t] + g)));
 		/* levels are stored + offset: subtract offset * sum(a) */
-		__m512i corr = zpt ? _mm512_mullo_epi32(zp, asum) : _mm512_slli_epi32(asum, 3);
+		__m512i corr = zpt ? _mm512_mullo_epi32(zp, asum) : _mm512_slli_epi32(asum, Q4_BIAS_SHIFT);
 		__m512i isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), corr);
 		__m512 da = _mm512_broadcast_f32x4(_mm_loadu_ps(at->d[t] + g));
 		__m512 term = _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(isum));

@@ -664,13 +664,9 @@ static int bench_main(int argc, char **argv)
 		case 'S': speed_only = 1; break;
 		case 'W': write_only = 1; break;
 		case 'T':
-			o.qtype = 0;
-			for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
-				if (strcmp(optarg, nb_qinfo(t)->name) == 0)
-					o.qtype = t;
+			o.qtype = nb_qtype_by_name(optarg);
 			if (!o.qtype) {
-				nb_err("bench: --type: '%s' is not one of q4_g32, q4_g128, q4z_g32, "
-				       "q4z_g128, q8_g32", optarg);
+				nb_err("bench: --type: '%s' is not one of %s", optarg, nb_qtype_names());
 				return NB_EXIT_USAGE;
 			}
 			break;
@@ -715,7 +711,7 @@ const struct nb_applet nb_applet_bench = {
 		 "--synthetic SHAPE: the same on random weights of a real model's shape,\n"
 		 "written as an image first (FILE, default $TMPDIR, removed after): tinyllama\n"
 		 "(TinyLlama-1.1B), smollm-135m, stories260k, llama-3.2-1b. --type: q4_g32\n"
-		 "(default), q4_g128, q4z_g32, q4z_g128, q8_g32. --write-only: just write\n"
-		 "the image to --out.\n",
+		 "(default), q4_g64, q4_g128, q4z_g32, q4z_g128, q8_g32. --write-only: just\n"
+		 "write the image to --out.\n",
 	.main = bench_main,
 };
