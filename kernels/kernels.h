@@ -51,42 +51,8 @@ struct nb_kernels {
 	void (*quant_block)(const float *x, uint32_t G, int8_t *q, float *d, int32_t *sum);
 };
 
+/* The specification (ref.c); the other backends are listed in kernels.c. */
 extern const struct nb_kernels nb_kernels_scalar;
-
-#if IS_ENABLED(CONFIG_KERNEL_AVX2)
-extern const struct nb_kernels nb_kernels_avx2;
-#define NB_KERNELS_AVX2 (&nb_kernels_avx2)
-#else
-#define NB_KERNELS_AVX2 NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_AVX512VNNI)
-extern const struct nb_kernels nb_kernels_avx512vnni;
-#define NB_KERNELS_AVX512VNNI (&nb_kernels_avx512vnni)
-#else
-#define NB_KERNELS_AVX512VNNI NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_NEON)
-extern const struct nb_kernels nb_kernels_neon;
-#define NB_KERNELS_NEON (&nb_kernels_neon)
-#else
-#define NB_KERNELS_NEON NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_NEON_DOTPROD)
-extern const struct nb_kernels nb_kernels_neon_dotprod;
-#define NB_KERNELS_NEON_DOTPROD (&nb_kernels_neon_dotprod)
-#else
-#define NB_KERNELS_NEON_DOTPROD NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_NEON_I8MM)
-extern const struct nb_kernels nb_kernels_neon_i8mm;
-#define NB_KERNELS_NEON_I8MM (&nb_kernels_neon_i8mm)
-#else
-#define NB_KERNELS_NEON_I8MM NULL
-#endif
 
 /* Backends built into this binary, best first, the scalar one last. */
 size_t nb_kernels_count(void);
