@@ -4,67 +4,37 @@
 
 #include <string.h>
 
-/* Bytes of each row's levels unpacked at a time: a group of any size is
- * taken in steps of up to this many (the integer sums are exact in any
- * order). */
+/* Columns of each row unpacked at a time: a group of any size is taken in
+ * steps of up to this many (the integer sums are exact in any order). */
 #define SPAN 64
-
-/* Stored levels of the block's 4 rows at columns [c0, c0 + n). */
-struct run {
-	uint32_t c0, n;
-	int32_t lv[NB_QROWS][SPAN];
-};
-
-/* Bytes [b0, b0 + n) of every row's levels as runs of columns: one of
- * 8-bit levels, or two of 4-bit ones (low nibbles: columns from b0, high
- * nibbles: from G/2 + b0; quant.h). Returns how many. */
-static uint32_t unpack(const struct nb_qinfo *qi, const uint8_t *blk, uint32_t b0, uint32_t n,
-		       struct run run[2])
-{
-	const uint32_t G = qi->group;
-
-	for (uint32_t r = 0; r < NB_QROWS; r++) {
-		const uint8_t *row = blk + nb_qblock_row_at(G, qi->bits, qi->zero_point, r) + b0;
-		if (qi->bits == 8) {
-			for (uint32_t j = 0; j < n; j++)
-				run[0].lv[r][j] = nb_qrow_level(row, G, 8, j);
-		} else {
-			for (uint32_t j = 0; j < n; j++) {
-				run[0].lv[r][j] = nb_q4_lo(row[j]);
-				run[1].lv[r][j] = nb_q4_hi(row[j]);
-			}
-		}
-	}
-	run[0].c0 = b0;
-	run[1].c0 = G / 2 + b0;
-	run[0].n = run[1].n = n;
-	return qi->bits == 8 ? 1 : 2;
-}
 
 /* Activation rows are taken in tiles so each block is unpacked once per tile. */
 #define TILE 16
 
 /* isum[t][r] = sum over the group of stored level * activation, for the
- * tile's nt activation rows (at aq[t]) and the block's 4 rows. */
+ * tile's nt activation rows (at aq[t]) and the block's 4 rows. The levels
+ * are read through quant.h's accessors only: they define the layout. */
 static void block_sums(const struct nb_qinfo *qi, const uint8_t *blk, const int8_t *const aq[TILE],
 		       uint32_t nt, int32_t isum[TILE][NB_QROWS])
 {
-	const uint32_t row_bytes = NB_QBLOCK_ROW_BYTES(qi->group, qi->bits);
-	struct run run[2];
+	const uint32_t G = qi->group;
+	int32_t lv[NB_QROWS][SPAN];
 
 	memset(isum, 0, sizeof(int32_t) * TILE * NB_QROWS);
-	for (uint32_t b0 = 0; b0 < row_bytes; b0 += SPAN) {
-		const uint32_t n_runs = unpack(qi, blk, b0, row_bytes - b0 < SPAN ? row_bytes - b0 : SPAN,
-					       run);
-		for (uint32_t k = 0; k < n_runs; k++)
-			for (uint32_t t = 0; t < nt; t++)
-				for (uint32_t r = 0; r < NB_QROWS; r++) {
-					const int8_t *x = aq[t] + run[k].c0;
-					int32_t s = 0; /* a local: aq's bytes may alias isum */
-					for (uint32_t j = 0; j < run[k].n; j++)
-						s += run[k].lv[r][j] * x[j];
-					isum[t][r] += s;
-				}
+	for (uint32_t c0 = 0; c0 < G; c0 += SPAN) {
+		const uint32_t n = G - c0 < SPAN ? G - c0 : SPAN;
+		for (uint32_t r = 0; r < NB_QROWS; r++) {
+			const uint8_t *row = blk + nb_qblock_row_at(G, qi->bits, qi->zero_point, r);
+			for (uint32_t j = 0; j < n; j++)
+				lv[r][j] = nb_qrow_level(row, G, qi->bits, c0 + j);
+		}
+		for (uint32_t t = 0; t < nt; t++)
+			for (uint32_t r = 0; r < NB_QROWS; r++) {
+				int32_t s = 0;
+				for (uint32_t j = 0; j < n; j++)
+					s += lv[r][j] * aq[t][c0 + j];
+				isum[t][r] += s;
+			}
 	}
 }
 
