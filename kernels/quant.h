@@ -150,6 +150,30 @@ static inline int32_t nb_qrow_level(const uint8_t *row, uint32_t G, uint32_t bit
 	return j < G / 2 ? nb_q4_lo(row[j]) : nb_q4_hi(row[j - G / 2]);
 }
 
+/* lv[i] = nb_qrow_level(row, G, bits, c0 + i) for i < n (c0 + n <= G),
+ * in loops rather than a test per element. */
+static inline void nb_qrow_levels(const uint8_t *row, uint32_t G, uint32_t bits, uint32_t c0,
+				  uint32_t n, int32_t *lv)
+{
+	const uint32_t h = G / 2, n_lo = c0 >= h ? 0 : h - c0 < n ? h - c0 : n;
+	uint32_t i;
+
+	if (bits == 8) {
+		for (i = 0; i < n; i++)
+			lv[i] = (int8_t)row[c0 + i];
+	} else if (c0 == 0 && n == G) { /* the whole row: each byte once */
+		for (i = 0; i < h; i++) {
+			lv[i] = nb_q4_lo(row[i]);
+			lv[h + i] = nb_q4_hi(row[i]);
+		}
+	} else {
+		for (i = 0; i < n_lo; i++)
+			lv[i] = nb_q4_lo(row[c0 + i]);
+		for (; i < n; i++)
+			lv[i] = nb_q4_hi(row[c0 + i - h]);
+	}
+}
+
 /* Writers, into a zeroed block. */
 static inline void nb_qblock_put_scale(uint8_t *blk, uint32_t r, nb_f16 h)
 {

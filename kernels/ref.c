@@ -6,7 +6,7 @@
 
 /* Columns of each row unpacked at a time: a group of any size is taken in
  * steps of up to this many (the integer sums are exact in any order). */
-#define SPAN 64
+#define SPAN 128
 
 /* Activation rows are taken in tiles so each block is unpacked once per tile. */
 #define TILE 16
@@ -14,27 +14,27 @@
 /* isum[t][r] = sum over the group of stored level * activation, for the
  * tile's nt activation rows (at aq[t]) and the block's 4 rows. The levels
  * are read through quant.h's accessors only: they define the layout. */
-static void block_sums(const struct nb_qinfo *qi, const uint8_t *blk, const int8_t *const aq[TILE],
-		       uint32_t nt, int32_t isum[TILE][NB_QROWS])
+static inline void block_sums(const struct nb_qinfo *qi, const uint8_t *blk,
+			      const int8_t *const aq[TILE], uint32_t nt,
+			      int32_t isum[TILE][NB_QROWS])
 {
 	const uint32_t G = qi->group;
 	int32_t lv[NB_QROWS][SPAN];
 
-	memset(isum, 0, sizeof(int32_t) * TILE * NB_QROWS);
 	for (uint32_t c0 = 0; c0 < G; c0 += SPAN) {
 		const uint32_t n = G - c0 < SPAN ? G - c0 : SPAN;
-		for (uint32_t r = 0; r < NB_QROWS; r++) {
-			const uint8_t *row = blk + nb_qblock_row_at(G, qi->bits, qi->zero_point, r);
-			for (uint32_t j = 0; j < n; j++)
-				lv[r][j] = nb_qrow_level(row, G, qi->bits, c0 + j);
-		}
-		for (uint32_t t = 0; t < nt; t++)
-			for (uint32_t r = 0; r < NB_QROWS; r++) {
-				int32_t s = 0;
+		for (uint32_t r = 0; r < NB_QROWS; r++)
+			nb_qrow_levels(blk + nb_qblock_row_at(G, qi->bits, qi->zero_point, r), G,
+				       qi->bits, c0, n, lv[r]);
+		for (uint32_t t = 0; t < nt; t++) {
+			const int8_t *x = aq[t] + c0;
+			int32_t s[NB_QROWS] = { 0 }; /* locals: stores to isum would reload x */
+			for (uint32_t r = 0; r < NB_QROWS; r++)
 				for (uint32_t j = 0; j < n; j++)
-					s += lv[r][j] * aq[t][c0 + j];
-				isum[t][r] += s;
-			}
+					s[r] += lv[r][j] * x[j];
+			for (uint32_t r = 0; r < NB_QROWS; r++)
+				isum[t][r] = c0 ? isum[t][r] + s[r] : s[r];
+		}
 	}
 }
 
@@ -43,8 +43,9 @@ void nb_mm_q_ref(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 {
 	const struct nb_qinfo *qi = nb_qinfo(type);
 	const uint32_t G = qi->group, ng = a->kp / G;
-	int32_t isum[TILE][NB_QROWS];
+	int32_t isum[TILE][NB_QROWS], off[NB_QROWS];
 	const int8_t *aq[TILE];
+	float dw[NB_QROWS];
 
 	for (uint64_t quad = r0 / NB_QROWS; quad * NB_QROWS < r1; quad++) {
 		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
@@ -54,15 +55,13 @@ void nb_mm_q_ref(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
 
 			for (uint32_t g = 0; g < ng; g++) {
 				const uint8_t *blk = qb + g * qi->block_size;
-				float dw[NB_QROWS];
-				int32_t off[NB_QROWS];
+				for (uint32_t t = 0; t < nt; t++)
+					aq[t] = a->q + (size_t)(i0 + t) * a->kp + (size_t)g * G;
+				block_sums(qi, blk, aq, nt, isum);
 				for (uint32_t r = 0; r < NB_QROWS; r++) {
 					dw[r] = nb_qblock_scale(blk, r);
 					off[r] = nb_qblock_offset(blk, qi->bits, qi->zero_point, r);
 				}
-				for (uint32_t t = 0; t < nt; t++)
-					aq[t] = a->q + (size_t)(i0 + t) * a->kp + (size_t)g * G;
-				block_sums(qi, blk, aq, nt, isum);
 				for (uint32_t t = 0; t < nt; t++) {
 					const size_t ai = (size_t)(i0 + t);
 					const float da = a->d[ai * ng + g];
