@@ -2,30 +2,39 @@
 
 #include <string.h>
 
-static const struct nb_kernels *const nb_backends[] = {
-	NB_KERNELS_NEON_I8MM, NB_KERNELS_NEON_DOTPROD, NB_KERNELS_NEON,
-	NB_KERNELS_AVX512VNNI, NB_KERNELS_AVX2, &nb_kernels_scalar,
-};
+/* Every backend's table (each defined in its own file, built when its
+ * option is on): a new backend is one name here and its entry below. */
+extern const struct nb_kernels nb_kernels_avx2, nb_kernels_avx512vnni, nb_kernels_neon,
+	nb_kernels_neon_dotprod, nb_kernels_neon_i8mm;
 
-#define NB_NBACKENDS (sizeof(nb_backends) / sizeof(nb_backends[0]))
+/* Those built in, best first, the scalar reference last. */
+static const struct nb_kernels *const nb_backends[] = {
+#if IS_ENABLED(CONFIG_KERNEL_NEON_I8MM)
+	&nb_kernels_neon_i8mm,
+#endif
+#if IS_ENABLED(CONFIG_KERNEL_NEON_DOTPROD)
+	&nb_kernels_neon_dotprod,
+#endif
+#if IS_ENABLED(CONFIG_KERNEL_NEON)
+	&nb_kernels_neon,
+#endif
+#if IS_ENABLED(CONFIG_KERNEL_AVX512VNNI)
+	&nb_kernels_avx512vnni,
+#endif
+#if IS_ENABLED(CONFIG_KERNEL_AVX2)
+	&nb_kernels_avx2,
+#endif
+	&nb_kernels_scalar,
+};
 
 size_t nb_kernels_count(void)
 {
-	size_t n = 0;
-	for (size_t i = 0; i < NB_NBACKENDS; i++)
-		n += nb_backends[i] != NULL;
-	return n;
+	return sizeof(nb_backends) / sizeof(nb_backends[0]);
 }
 
 const struct nb_kernels *nb_kernels_at(size_t i)
 {
-	for (size_t j = 0; j < NB_NBACKENDS; j++) {
-		if (!nb_backends[j])
-			continue;
-		if (i-- == 0)
-			return nb_backends[j];
-	}
-	return NULL;
+	return i < nb_kernels_count() ? nb_backends[i] : NULL;
 }
 
 bool nb_kernels_runs_on(const struct nb_kernels *k, const struct nb_cpu *cpu)
@@ -45,12 +54,4 @@ const struct nb_kernels *nb_kernels_select(const struct nb_cpu *cpu, const char 
 			return NULL;
 	}
 	return name ? NULL : &nb_kernels_scalar;
-}
-
-void nb_mm_i8_by_dot(int32_t (*dot)(const int8_t *, const int8_t *, size_t), int32_t *c,
-		     const int8_t *a, const int8_t *b, size_t m, size_t n, size_t k)
-{
-	for (size_t i = 0; i < m; i++)
-		for (size_t j = 0; j < n; j++)
-			c[i * n + j] = dot(a + i * k, b + j * k, k);
 }

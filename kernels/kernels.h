@@ -16,26 +16,24 @@
  * (total or partial, in any order) can overflow. Callers split longer rows. */
 #define NB_KERNEL_MAX_K 65536u
 
+/* Quantized matrix product of one type: out[i * ldo + r] = sum_k a[i][k]
+ * w[r][k] for activation rows i < a->m and weight rows r0 <= r < r1 (r0 a
+ * multiple of NB_QROWS). w is a {rows, a->k} matrix of the type, whose
+ * group is a->group. Each output is computed wholly by one call, in the
+ * order kernels/quant.h defines, so splitting rows across threads or
+ * batching activations never changes a result. */
+typedef void (*nb_mm_q_fn)(float *out, size_t ldo, const struct nb_qact *a, const void *w,
+			   uint64_t rows, uint64_t r0, uint64_t r1);
+
 struct nb_kernels {
 	const char *name;
 	unsigned requires; /* NB_CPU_* bits the backend executes */
 	unsigned act_flags; /* NB_QACT_* the activations it is given should have */
 
-	/* sum(a[i] * b[i]), i < n <= NB_KERNEL_MAX_K, full int8 range. */
-	int32_t (*dot_i8)(const int8_t *a, const int8_t *b, size_t n);
-
-	/* c[i*n + j] = dot(a row i, b row j): a is m x k, b is n x k, both
-	 * row-major (b is the weight matrix, one output per row). */
-	void (*mm_i8)(int32_t *c, const int8_t *a, const int8_t *b, size_t m, size_t n, size_t k);
-
-	/* Quantized matrix product: out[i * ldo + r] = sum_k a[i][k] w[r][k]
-	 * for activation rows i < a->m and weight rows r0 <= r < r1 (r0 a
-	 * multiple of NB_QROWS). w is a {rows, a->k} matrix of a kernels/quant.h
-	 * type whose group is a->group. Each output is computed wholly by one
-	 * call, in the order kernels/quant.h defines, so splitting rows across
-	 * threads or batching activations never changes a result. */
-	void (*mm_q)(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
-		     const void *w, uint64_t rows, uint64_t r0, uint64_t r1);
+	/* The backend's kernel of each quantized type, at type - NB_QTYPE_MIN;
+	 * NULL: the scalar reference's (nb_kernels_mm_q calls the one that
+	 * applies). */
+	nb_mm_q_fn mm_q[NB_QTYPE_COUNT];
 
 	/* Attention of n_q (1..4) query heads that share one key/value head,
 	 * over the positions t < n: out [n_q][hd] = softmax_t(q . k_t * scale)
@@ -53,43 +51,8 @@ struct nb_kernels {
 	void (*quant_block)(const float *x, uint32_t G, int8_t *q, float *d, int32_t *sum);
 };
 
+/* The specification (ref.c); the other backends are listed in kernels.c. */
 extern const struct nb_kernels nb_kernels_scalar;
-
-#if IS_ENABLED(CONFIG_KERNEL_AVX2)
-extern const struct nb_kernels nb_kernels_avx2;
-#define NB_KERNELS_AVX2 (&nb_kernels_avx2)
-#else
-#define NB_KERNELS_AVX2 NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_AVX512VNNI)
-extern const struct nb_kernels nb_kernels_avx512vnni;
-#define NB_KERNELS_AVX512VNNI (&nb_kernels_avx512vnni)
-#else
-#define NB_KERNELS_AVX512VNNI NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_NEON)
-extern const struct nb_kernels nb_kernels_neon;
-#define NB_KERNELS_NEON (&nb_kernels_neon)
-#else
-#define NB_KERNELS_NEON NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_NEON_DOTPROD)
-extern const struct nb_kernels nb_kernels_neon_dotprod;
-int32_t nb_dot_i8_neon_dotprod(const int8_t *a, const int8_t *b, size_t n);
-#define NB_KERNELS_NEON_DOTPROD (&nb_kernels_neon_dotprod)
-#else
-#define NB_KERNELS_NEON_DOTPROD NULL
-#endif
-
-#if IS_ENABLED(CONFIG_KERNEL_NEON_I8MM)
-extern const struct nb_kernels nb_kernels_neon_i8mm;
-#define NB_KERNELS_NEON_I8MM (&nb_kernels_neon_i8mm)
-#else
-#define NB_KERNELS_NEON_I8MM NULL
-#endif
 
 /* Backends built into this binary, best first, the scalar one last. */
 size_t nb_kernels_count(void);
@@ -101,14 +64,23 @@ bool nb_kernels_runs_on(const struct nb_kernels *k, const struct nb_cpu *cpu);
  * not built in or not supported here). name NULL = best. */
 const struct nb_kernels *nb_kernels_select(const struct nb_cpu *cpu, const char *name);
 
-/* The scalar quantized matmul (the specification), for backends that have
- * no kernel of their own for a type. */
+/* The scalar quantized matmul of any type: the specification. */
 void nb_mm_q_ref(float *out, size_t ldo, const struct nb_qact *a, uint32_t type, const void *w,
 		 uint64_t rows, uint64_t r0, uint64_t r1);
 
-/* Generic mm_i8 on top of a backend's dot_i8, for backends without a
- * dedicated tile kernel. */
-void nb_mm_i8_by_dot(int32_t (*dot)(const int8_t *, const int8_t *, size_t), int32_t *c,
-		     const int8_t *a, const int8_t *b, size_t m, size_t n, size_t k);
+/* The quantized matrix product of a type (nb_qinfo(type) != NULL) on
+ * backend k: its kernel of the type, or the scalar reference where it has
+ * none. Every product of the runtime and of the checks comes through here. */
+static inline void nb_kernels_mm_q(const struct nb_kernels *k, float *out, size_t ldo,
+				   const struct nb_qact *a, uint32_t type, const void *w,
+				   uint64_t rows, uint64_t r0, uint64_t r1)
+{
+	const nb_mm_q_fn f = k->mm_q[type - NB_QTYPE_MIN];
+
+	if (f)
+		f(out, ldo, a, w, rows, r0, r1);
+	else
+		nb_mm_q_ref(out, ldo, a, type, w, rows, r0, r1);
+}
 
 #endif

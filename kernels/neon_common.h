@@ -19,35 +19,43 @@
 #define NB_NEON_INLINE static inline __attribute__((always_inline))
 
 enum nb_neon_kind {
-	NB_NEON_Q4,  /* symmetric 4-bit: offset 8 */
+	NB_NEON_Q4,  /* symmetric 4-bit: offset NB_Q4_BIAS */
 	NB_NEON_Q4Z, /* 4-bit with zero points: offset z */
 	NB_NEON_Q8,  /* 8-bit: no offset */
 };
+
+/* The kind of a type of kernels/quant.h's list. */
+#define NB_NEON_KIND(bits, zp) ((bits) == 8 ? NB_NEON_Q8 : (zp) ? NB_NEON_Q4Z : NB_NEON_Q4)
 
 /* The 4 outputs of one quad for one activation row: qb the quad's first
  * block, ng groups; aq, ad, as the row's levels, scales and block sums. */
 typedef float32x4_t (*nb_neon_quad_fn)(const uint8_t *qb, uint32_t ng, const int8_t *aq,
 				       const float *ad, const int32_t *as);
 
-/* The dotprod backend's quad kernel for a type (NULL if not quantized);
- * the i8mm backend uses it for an odd last activation row. */
-nb_neon_quad_fn nb_neon_dotprod_quad_kernel(uint32_t type);
+/* The dotprod backend's quad kernels, at type - NB_QTYPE_MIN; the i8mm
+ * backend runs decode and an odd last activation row with them. */
+extern const nb_neon_quad_fn nb_neon_dotprod_quads[NB_QTYPE_COUNT];
 
-/* Offset of the levels inside a block. */
-#define NB_NEON_QS(kind) ((kind) == NB_NEON_Q4Z ? 12u : 8u)
+/* A block's levels (kernels/quant.h's layout). */
+NB_NEON_INLINE const uint8_t *nb_neon_levels(const uint8_t *blk, enum nb_neon_kind kind)
+{
+	return nb_qblock_levels(blk, kind == NB_NEON_Q4Z);
+}
 
 /* FCVTL is exact for every binary16 (subnormals included), like
  * nb_f16_to_f32; bytes, not halfwords, so no alignment is assumed. */
 NB_NEON_INLINE float32x4_t nb_neon_scales(const uint8_t *blk)
 {
-	return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk)));
+	return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + NB_QBLOCK_SCALES)));
 }
 
-/* The 4 rows' zero points: row 2i in the low nibble of byte i, 2i+1 high. */
+/* The 4 rows' zero points (nb_qblock_zero): row 2i in the low nibble of
+ * byte i, 2i+1 high, so row r is bits 4r..4r+3 of the 16-bit word. */
 NB_NEON_INLINE int32x4_t nb_neon_zero_points(const uint8_t *blk)
 {
 	static const int32_t shifts[4] = { 0, -4, -8, -12 };
-	uint32x4_t z = vdupq_n_u32((uint32_t)blk[8] | (uint32_t)blk[9] << 8);
+	const uint8_t *zp = blk + NB_QBLOCK_ZEROS;
+	uint32x4_t z = vdupq_n_u32((uint32_t)zp[0] | (uint32_t)zp[1] << 8);
 
 	z = vshlq_u32(z, vld1q_s32(shifts));
 	return vreinterpretq_s32_u32(vandq_u32(z, vdupq_n_u32(15)));
@@ -60,7 +68,7 @@ NB_NEON_INLINE int32x4_t nb_neon_isum(int32x4_t usum, const uint8_t *blk, enum n
 	if (kind == NB_NEON_Q8)
 		return usum;
 	if (kind == NB_NEON_Q4)
-		return vmlsq_s32(usum, vdupq_n_s32(8), vdupq_n_s32(asum));
+		return vmlsq_s32(usum, vdupq_n_s32(NB_Q4_BIAS), vdupq_n_s32(asum));
 	return vmlsq_s32(usum, nb_neon_zero_points(blk), vdupq_n_s32(asum));
 }
 
@@ -124,17 +132,17 @@ NB_NEON_INLINE void nb_neon_store(float *o, float32x4_t v, uint64_t quad, uint64
 			o[row + r] = t[r];
 }
 
-/* The whole product, one quad kernel call per (quad, activation row): the
- * quad's blocks stay in L1 while every activation row passes over them. */
-NB_NEON_INLINE void nb_neon_mm_q(nb_neon_quad_fn f, float *out, size_t ldo, const struct nb_qact *a,
-				 uint32_t type, const void *w, uint64_t rows, uint64_t r0,
-				 uint64_t r1)
+/* The whole product of a type of group G and block size bs, one quad
+ * kernel call per (quad, activation row): the quad's blocks stay in L1
+ * while every activation row passes over them. */
+NB_NEON_INLINE void nb_neon_mm_q(nb_neon_quad_fn f, const uint32_t G, const uint32_t bs, float *out,
+				 size_t ldo, const struct nb_qact *a, const void *w, uint64_t rows,
+				 uint64_t r0, uint64_t r1)
 {
-	const struct nb_qinfo *qi = nb_qinfo(type);
-	const uint32_t ng = a->kp / qi->group;
+	const uint32_t ng = a->kp / G;
 
 	for (uint64_t quad = r0 / NB_QROWS; quad * NB_QROWS < r1; quad++) {
-		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
+		const uint8_t *qb = (const uint8_t *)w + quad * ng * bs;
 		for (uint32_t i = 0; i < a->m; i++)
 			nb_neon_store(out + (size_t)i * ldo,
 				      f(qb, ng, a->q + (size_t)i * a->kp, a->d + (size_t)i * ng,

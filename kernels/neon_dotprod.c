@@ -7,30 +7,6 @@
 
 #include <arm_neon.h>
 
-int32_t nb_dot_i8_neon_dotprod(const int8_t *a, const int8_t *b, size_t n)
-{
-	int32x4_t acc0 = vdupq_n_s32(0), acc1 = vdupq_n_s32(0);
-	size_t i = 0;
-	int32_t sum;
-
-	for (; i + 32 <= n; i += 32) {
-		acc0 = vdotq_s32(acc0, vld1q_s8(a + i), vld1q_s8(b + i));
-		acc1 = vdotq_s32(acc1, vld1q_s8(a + i + 16), vld1q_s8(b + i + 16));
-	}
-	for (; i + 16 <= n; i += 16)
-		acc0 = vdotq_s32(acc0, vld1q_s8(a + i), vld1q_s8(b + i));
-	sum = vaddvq_s32(vaddq_s32(acc0, acc1));
-	for (; i < n; i++)
-		sum += (int32_t)a[i] * (int32_t)b[i];
-	return sum;
-}
-
-static void mm_i8_neon_dotprod(int32_t *c, const int8_t *a, const int8_t *b, size_t m, size_t n,
-			       size_t k)
-{
-	nb_mm_i8_by_dot(nb_dot_i8_neon_dotprod, c, a, b, m, n, k);
-}
-
 /* ---- Quantized matmul -------------------------------------------------
  * Hot path of decode (m = 1). Per (quad, activation row), per group of a
  * 4-bit type: each 16 activation bytes are loaded once for the 4 rows; a
@@ -53,7 +29,7 @@ NB_NEON_INLINE int32x4_t q4_dot(int32x4_t acc, uint8x16_t w, int8x16_t alo, int8
 /* Unsigned-nibble sums of the 4 rows of one block. */
 NB_NEON_INLINE int32x4_t q4_usum(const uint8_t *qs, const int8_t *aq, const uint32_t G)
 {
-	const uint32_t rb = G / 2; /* bytes per row */
+	const uint32_t rb = NB_QBLOCK_ROW_BYTES(G, 4);
 	int32x4_t s0 = vdupq_n_s32(0), s1 = s0, s2 = s0, s3 = s0;
 
 	/* G = 128: four chunks in straight line, no loop overhead */
@@ -68,22 +44,19 @@ NB_NEON_INLINE int32x4_t q4_usum(const uint8_t *qs, const int8_t *aq, const uint
 	return vpaddq_s32(vpaddq_s32(s0, s1), vpaddq_s32(s2, s3));
 }
 
+/* 32 columns of an 8-bit row. */
 NB_NEON_INLINE int32x4_t q8_row(const int8_t *w, int8x16_t a0, int8x16_t a1)
 {
 	return vdotq_s32(vdotq_s32(vdupq_n_s32(0), vld1q_s8(w), a0), vld1q_s8(w + 16), a1);
 }
 
-#define NEON_QUAD_LINKAGE /* exported: neon_i8mm.c runs an odd last row with it */
-#define NEON_QUAD_LOOKUP nb_neon_dotprod_quad_kernel
-#define NEON_MM_Q mm_q_neon_dotprod
+#define NEON_QUAD_EXPORT nb_neon_dotprod_quads /* neon_i8mm.c runs decode with them */
 #include "kernels/neon_quad.h"
 
 const struct nb_kernels nb_kernels_neon_dotprod = {
 	.name = "neon-dotprod",
 	.requires = NB_CPU_NEON | NB_CPU_DOTPROD,
-	.dot_i8 = nb_dot_i8_neon_dotprod,
-	.mm_i8 = mm_i8_neon_dotprod,
-	.mm_q = mm_q_neon_dotprod,
+	.mm_q = NEON_MM_Q_TABLE,
 	.attend = attn_run,
 	.silu_mul = v4_silu_mul,
 };

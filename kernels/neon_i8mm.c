@@ -6,51 +6,6 @@
 
 #include <arm_neon.h>
 
-static int32_t dot_tail(const int8_t *a, const int8_t *b, size_t from, size_t k)
-{
-	int32_t sum = 0;
-	for (size_t i = from; i < k; i++)
-		sum += (int32_t)a[i] * (int32_t)b[i];
-	return sum;
-}
-
-/* c00 c01 / c10 c11 for rows a0,a1 against weight rows b0,b1. */
-static void tile_2x2(int32_t *c, size_t ldc, const int8_t *a0, const int8_t *a1,
-		     const int8_t *b0, const int8_t *b1, size_t k)
-{
-	int32x4_t acc = vdupq_n_s32(0);
-	size_t i = 0;
-
-	for (; i + 8 <= k; i += 8) {
-		int8x16_t va = vcombine_s8(vld1_s8(a0 + i), vld1_s8(a1 + i));
-		int8x16_t vb = vcombine_s8(vld1_s8(b0 + i), vld1_s8(b1 + i));
-		acc = vmmlaq_s32(acc, va, vb);
-	}
-	c[0] = vgetq_lane_s32(acc, 0) + dot_tail(a0, b0, i, k);
-	c[1] = vgetq_lane_s32(acc, 1) + dot_tail(a0, b1, i, k);
-	c[ldc] = vgetq_lane_s32(acc, 2) + dot_tail(a1, b0, i, k);
-	c[ldc + 1] = vgetq_lane_s32(acc, 3) + dot_tail(a1, b1, i, k);
-}
-
-static void mm_i8_neon_i8mm(int32_t *c, const int8_t *a, const int8_t *b, size_t m, size_t n,
-			    size_t k)
-{
-	size_t i = 0, j;
-
-	for (; i + 2 <= m; i += 2) {
-		for (j = 0; j + 2 <= n; j += 2)
-			tile_2x2(c + i * n + j, n, a + i * k, a + (i + 1) * k, b + j * k,
-				 b + (j + 1) * k, k);
-		for (; j < n; j++) {
-			c[i * n + j] = nb_dot_i8_neon_dotprod(a + i * k, b + j * k, k);
-			c[(i + 1) * n + j] = nb_dot_i8_neon_dotprod(a + (i + 1) * k, b + j * k, k);
-		}
-	}
-	for (; i < m; i++)
-		for (j = 0; j < n; j++)
-			c[i * n + j] = nb_dot_i8_neon_dotprod(a + i * k, b + j * k, k);
-}
-
 /* ---- Quantized matmul -------------------------------------------------
  * With two or more activation rows (prompt, batch): per (quad, pair of
  * activation rows), per group, SMMLA tiles of 2 activation rows x 2 weight
@@ -85,7 +40,7 @@ NB_NEON_INLINE int32x4_t q4_mmla(int32x4_t t, uint8x16_t wa, uint8x16_t wb, int8
 NB_NEON_INLINE void q4_tile(int32x4_t *u0, int32x4_t *u1, const uint8_t *qs, const int8_t *x0,
 			    const int8_t *x1, const uint32_t G)
 {
-	const uint32_t rb = G / 2; /* bytes per row */
+	const uint32_t rb = NB_QBLOCK_ROW_BYTES(G, 4);
 	int32x4_t t01 = vdupq_n_s32(0), t23 = vdupq_n_s32(0);
 
 	/* G = 128: four chunks in straight line, no loop overhead */
@@ -115,16 +70,17 @@ NB_NEON_INLINE int32x4_t q8_mmla(int32x4_t t, const int8_t *wa, const int8_t *wb
 }
 
 NB_NEON_INLINE void q8_tile(int32x4_t *u0, int32x4_t *u1, const uint8_t *qs, const int8_t *x0,
-			    const int8_t *x1)
+			    const int8_t *x1, const uint32_t G)
 {
 	const int8_t *w = (const int8_t *)qs;
+	const uint32_t rb = NB_QBLOCK_ROW_BYTES(G, 8);
 	int32x4_t t01 = vdupq_n_s32(0), t23 = vdupq_n_s32(0);
 
-	for (uint32_t c = 0; c < 32; c += 16) {
+	for (uint32_t c = 0; c < G; c += 16) {
 		const int8x16_t v0 = vld1q_s8(x0 + c), v1 = vld1q_s8(x1 + c);
 		const int8x16_t xa = nb_neon_zip1_64(v0, v1), xb = nb_neon_zip2_64(v0, v1);
-		t01 = q8_mmla(t01, w + c, w + 32 + c, xa, xb);
-		t23 = q8_mmla(t23, w + 64 + c, w + 96 + c, xa, xb);
+		t01 = q8_mmla(t01, w + c, w + rb + c, xa, xb);
+		t23 = q8_mmla(t23, w + 2 * rb + c, w + 3 * rb + c, xa, xb);
 	}
 	*u0 = vreinterpretq_s32_s64(vzip1q_s64(vreinterpretq_s64_s32(t01), vreinterpretq_s64_s32(t23)));
 	*u1 = vreinterpretq_s32_s64(vzip2q_s64(vreinterpretq_s64_s32(t01), vreinterpretq_s64_s32(t23)));
@@ -136,11 +92,11 @@ NB_NEON_INLINE void group2(float32x4_t *l0, float32x4_t *l1, const uint8_t *blk,
 			   size_t kp, const float *ad, const int32_t *as, uint32_t ng, uint32_t g,
 			   const enum nb_neon_kind kind, const uint32_t G)
 {
-	const uint8_t *qs = blk + NB_NEON_QS(kind);
+	const uint8_t *qs = nb_neon_levels(blk, kind);
 	int32x4_t u0, u1;
 
 	if (kind == NB_NEON_Q8)
-		q8_tile(&u0, &u1, qs, x0, x0 + kp);
+		q8_tile(&u0, &u1, qs, x0, x0 + kp, G);
 	else
 		q4_tile(&u0, &u1, qs, x0, x0 + kp, G);
 	*l0 = nb_neon_step(*l0, blk, ad[g], nb_neon_isum(u0, blk, kind, as[g]));
@@ -175,55 +131,20 @@ NB_NEON_INLINE void quad_pair(float32x4_t o[2], const uint8_t *qb, uint32_t ng, 
 	o[1] = nb_neon_lanes_sum(l1, ng);
 }
 
-#define PAIR_KERNEL(name, kind, G, block)                                                   \
-	static void name(float32x4_t o[2], const uint8_t *qb, uint32_t ng, const int8_t *aq,  \
-			 size_t kp, const float *ad, const int32_t *as)                      \
-	{                                                                                    \
-		quad_pair(o, qb, ng, aq, kp, ad, as, kind, G, sizeof(block));                \
-	}
-PAIR_KERNEL(pair_q4_g32, NB_NEON_Q4, 32, struct nb_q4_g32)
-PAIR_KERNEL(pair_q4_g128, NB_NEON_Q4, 128, struct nb_q4_g128)
-PAIR_KERNEL(pair_q4z_g32, NB_NEON_Q4Z, 32, struct nb_q4z_g32)
-PAIR_KERNEL(pair_q4z_g128, NB_NEON_Q4Z, 128, struct nb_q4z_g128)
-PAIR_KERNEL(pair_q8_g32, NB_NEON_Q8, 32, struct nb_q8_g32)
-
-static pair_fn pair_kernel(uint32_t type)
+/* The product with a type's pair kernel f2 and the dotprod backend's quad
+ * kernel f1 of the same type (group G, block size bs). */
+NB_NEON_INLINE void mm_q_pairs(pair_fn f2, nb_neon_quad_fn f1, const uint32_t G, const uint32_t bs,
+			       float *out, size_t ldo, const struct nb_qact *a, const void *w,
+			       uint64_t rows, uint64_t r0, uint64_t r1)
 {
-	switch (type) {
-	case NB_QTYPE_Q4_G32:
-		return pair_q4_g32;
-	case NB_QTYPE_Q4_G128:
-		return pair_q4_g128;
-	case NB_QTYPE_Q4Z_G32:
-		return pair_q4z_g32;
-	case NB_QTYPE_Q4Z_G128:
-		return pair_q4z_g128;
-	case NB_QTYPE_Q8_G32:
-		return pair_q8_g32;
-	default:
-		return NULL;
-	}
-}
+	const uint32_t ng = a->kp / G;
 
-static void mm_q_neon_i8mm(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
-			   const void *w, uint64_t rows, uint64_t r0, uint64_t r1)
-{
-	const pair_fn f2 = pair_kernel(type);
-	const nb_neon_quad_fn f1 = nb_neon_dotprod_quad_kernel(type);
-	const struct nb_qinfo *qi = nb_qinfo(type);
-	uint32_t ng;
-
-	if (!f2 || !f1) { /* not a type this file knows: whatever the specification does */
-		nb_mm_q_ref(out, ldo, a, type, w, rows, r0, r1);
-		return;
-	}
 	if (a->m < 2) { /* decode: SMMLA would waste half of every tile */
-		nb_neon_mm_q(f1, out, ldo, a, type, w, rows, r0, r1);
+		nb_neon_mm_q(f1, G, bs, out, ldo, a, w, rows, r0, r1);
 		return;
 	}
-	ng = a->kp / qi->group;
 	for (uint64_t quad = r0 / NB_QROWS; quad * NB_QROWS < r1; quad++) {
-		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
+		const uint8_t *qb = (const uint8_t *)w + quad * ng * bs;
 		uint32_t i = 0;
 		for (; i + 2 <= a->m; i += 2) {
 			float32x4_t o[2];
@@ -240,12 +161,31 @@ static void mm_q_neon_i8mm(float *out, size_t ldo, const struct nb_qact *a, uint
 	}
 }
 
+/* One kernel per type of kernels/quant.h's list: its pair kernel (noipa:
+ * compiled alone, as neon_quad.h's quad kernels), and the product. */
+#define I8MM_TYPE(NAME, name, G, bits, zp)                                                     \
+	static __attribute__((noipa)) void pair_##name(                                    \
+		float32x4_t o[2], const uint8_t *qb, uint32_t ng, const int8_t *aq, size_t kp, \
+		const float *ad, const int32_t *as)                                            \
+	{                                                                                     \
+		quad_pair(o, qb, ng, aq, kp, ad, as, NB_NEON_KIND(bits, zp), G,              \
+			  NB_QBLOCK_BYTES(G, bits, zp));                                      \
+	}                                                                                     \
+	static void mm_q_##name(float *out, size_t ldo, const struct nb_qact *a, const void *w, \
+				uint64_t rows, uint64_t r0, uint64_t r1)                      \
+	{                                                                                     \
+		mm_q_pairs(pair_##name, nb_neon_dotprod_quads[NB_QTYPE_##NAME - NB_QTYPE_MIN], \
+			   G, NB_QBLOCK_BYTES(G, bits, zp), out, ldo, a, w, rows, r0, r1);    \
+	}
+NB_QTYPE_LIST(I8MM_TYPE)
+#undef I8MM_TYPE
+
+#define I8MM_ENTRY(NAME, name, G, bits, zp) [NB_QTYPE_##NAME - NB_QTYPE_MIN] = mm_q_##name,
+
 const struct nb_kernels nb_kernels_neon_i8mm = {
 	.name = "neon-i8mm",
 	.requires = NB_CPU_NEON | NB_CPU_DOTPROD | NB_CPU_I8MM,
-	.dot_i8 = nb_dot_i8_neon_dotprod,
-	.mm_i8 = mm_i8_neon_i8mm,
-	.mm_q = mm_q_neon_i8mm,
+	.mm_q = { NB_QTYPE_LIST(I8MM_ENTRY) },
 	.attend = attn_run,
 	.silu_mul = v4_silu_mul,
 };

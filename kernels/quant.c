@@ -7,19 +7,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct nb_qinfo qinfo[] = {
-	[NB_QTYPE_Q4_G32 - NB_QTYPE_MIN] = { "q4_g32", 32, sizeof(struct nb_q4_g32), 4, 0 },
-	[NB_QTYPE_Q4_G128 - NB_QTYPE_MIN] = { "q4_g128", 128, sizeof(struct nb_q4_g128), 4, 0 },
-	[NB_QTYPE_Q4Z_G32 - NB_QTYPE_MIN] = { "q4z_g32", 32, sizeof(struct nb_q4z_g32), 4, 1 },
-	[NB_QTYPE_Q4Z_G128 - NB_QTYPE_MIN] = { "q4z_g128", 128, sizeof(struct nb_q4z_g128), 4, 1 },
-	[NB_QTYPE_Q8_G32 - NB_QTYPE_MIN] = { "q8_g32", 32, sizeof(struct nb_q8_g32), 8, 0 },
-};
+/* What every type of the list must be for the kernels (quant.h): levels
+ * of 4 or 8 bits, zero points with 4 bits only, a group of whole 32s. */
+#define QTYPE_CHECK(NAME, name, G, bits, zp)                                                   \
+	static_assert((bits == 4 || (bits == 8 && !zp)) && G % 32 == 0 && G > 0, #name);
+NB_QTYPE_LIST(QTYPE_CHECK)
+#undef QTYPE_CHECK
+
+#define QTYPE_INFO(NAME, name, G, bits, zp) \
+	[NB_QTYPE_##NAME - NB_QTYPE_MIN] = { #name, G, NB_QBLOCK_BYTES(G, bits, zp), bits, zp },
+static const struct nb_qinfo qinfo[NB_QTYPE_COUNT] = { NB_QTYPE_LIST(QTYPE_INFO) };
+#undef QTYPE_INFO
 
 const struct nb_qinfo *nb_qinfo(uint32_t type)
 {
-	if (type < NB_QTYPE_MIN || type > NB_QTYPE_MAX)
+	if (type < NB_QTYPE_MIN || type > NB_QTYPE_MAX || !qinfo[type - NB_QTYPE_MIN].name)
 		return NULL;
 	return &qinfo[type - NB_QTYPE_MIN];
+}
+
+uint32_t nb_qtype_by_name(const char *name)
+{
+	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
+		if (nb_qinfo(t) && strcmp(name, nb_qinfo(t)->name) == 0)
+			return t;
+	return 0;
+}
+
+#define QTYPE_NAME(NAME, name, G, bits, zp) ", " #name
+static const char qtype_names[] = NB_QTYPE_LIST(QTYPE_NAME);
+#undef QTYPE_NAME
+
+const char *nb_qtype_names(void)
+{
+	return qtype_names + 2; /* past the first ", " */
 }
 
 int nb_qtensor_bytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t *bytes)
@@ -248,34 +269,24 @@ void nb_quant_act(struct nb_qact *a, const float *x, uint32_t m, uint32_t k)
 	nb_quant_act_blocks(a, x, 0, (uint64_t)m * (a->kp / a->group));
 }
 
-/* Address of the block of (quad, group) and its row-in-quad layout. */
-static uint8_t *block_at(const struct nb_qinfo *qi, void *data, uint64_t quad, uint64_t g,
-			 uint64_t ngroups)
+/* Address of the block of (quad, group). */
+static size_t block_at(const struct nb_qinfo *qi, uint64_t quad, uint64_t g, uint64_t ngroups)
 {
-	return (uint8_t *)data + (quad * ngroups + g) * qi->block_size;
+	return (size_t)((quad * ngroups + g) * qi->block_size);
 }
 
-/* Offsets inside a block: scales at 0, zero points (if any) at 8, levels after. */
-static size_t qs_offset(const struct nb_qinfo *qi)
+/* Row r of a zeroed block whose scale and zero point are written: its n
+ * levels q (NULL: none; zero-point types give them as stored, the others
+ * as levels), the rest of the group padded with level 0. */
+static void pack_levels(const struct nb_qinfo *qi, uint8_t *blk, uint32_t r, const int8_t *q,
+			uint64_t n)
 {
-	return qi->zero_point ? 12 : 8;
-}
+	uint8_t *row = blk + nb_qblock_row_at(qi->group, qi->bits, qi->zero_point, r);
+	const int32_t offset = qi->zero_point ? 0 : nb_qtype_bias(qi->bits);
+	const int32_t pad = nb_qblock_offset(blk, qi->bits, qi->zero_point, r);
 
-static void pack_levels(const struct nb_qinfo *qi, uint8_t *qs, const int8_t *q, uint64_t n,
-			uint8_t fill)
-{
-	const uint32_t G = qi->group;
-
-	if (qi->bits == 8) {
-		for (uint32_t j = 0; j < G; j++)
-			qs[j] = j < n ? (uint8_t)q[j] : 0;
-		return;
-	}
-	for (uint32_t j = 0; j < G / 2; j++) {
-		uint8_t lo = j < n ? (uint8_t)(q[j] + (qi->zero_point ? 0 : 8)) : fill;
-		uint8_t hi = j + G / 2 < n ? (uint8_t)(q[j + G / 2] + (qi->zero_point ? 0 : 8)) : fill;
-		qs[j] = (uint8_t)((lo & 15) | (hi << 4));
-	}
+	for (uint32_t j = 0; j < qi->group; j++)
+		nb_qrow_put_level(row, qi->group, qi->bits, j, j < n ? q[j] + offset : pad);
 }
 
 int nb_quant_pack(uint32_t type, uint64_t rows, uint64_t cols, const int8_t *q, const float *d,
@@ -283,34 +294,28 @@ int nb_quant_pack(uint32_t type, uint64_t rows, uint64_t cols, const int8_t *q, 
 {
 	const struct nb_qinfo *qi = nb_qinfo(type);
 	uint64_t bytes, ng, quads;
-	size_t row_bytes;
 
 	if (!qi || nb_qtensor_bytes(type, rows, cols, &bytes))
 		return -NB_EINVAL;
 	memset(out, 0, bytes);
 	ng = (cols + qi->group - 1) / qi->group;
 	quads = (rows + NB_QROWS - 1) / NB_QROWS;
-	row_bytes = qi->bits == 8 ? qi->group : qi->group / 2;
 	for (uint64_t quad = 0; quad < quads; quad++) {
 		for (uint64_t g = 0; g < ng; g++) {
-			uint8_t *b = block_at(qi, out, quad, g, ng);
+			uint8_t *b = (uint8_t *)out + block_at(qi, quad, g, ng);
 			for (uint32_t rr = 0; rr < NB_QROWS; rr++) {
 				uint64_t r = quad * NB_QROWS + rr, c0 = g * qi->group;
-				uint8_t zr = 0, fill;
+				uint8_t zr = 0;
 				nb_f16 h = 0;
 				if (r < rows) {
 					h = nb_f32_to_f16(d[r * ng + g]);
 					zr = z ? z[r * ng + g] & 15 : 0;
 				}
-				memcpy(b + 2 * rr, &h, 2);
+				nb_qblock_put_scale(b, rr, h);
 				if (qi->zero_point)
-					b[8 + rr / 2] |= (uint8_t)(rr & 1 ? zr << 4 : zr);
-				/* Padding is level 0: nibble 8 symmetric, z for zero point. */
-				fill = qi->zero_point ? zr : 8;
-				pack_levels(qi, b + qs_offset(qi) + rr * row_bytes,
-					    r < rows ? q + r * cols + c0 : NULL,
-					    r < rows ? (cols - c0 < qi->group ? cols - c0 : qi->group) : 0,
-					    fill);
+					nb_qblock_put_zero(b, rr, zr);
+				pack_levels(qi, b, rr, r < rows ? q + r * cols + c0 : NULL,
+					    r < rows ? (cols - c0 < qi->group ? cols - c0 : qi->group) : 0);
 			}
 		}
 	}
@@ -322,25 +327,15 @@ void nb_quant_dequant_row(uint32_t type, const void *data, uint64_t cols, uint64
 	const struct nb_qinfo *qi = nb_qinfo(type);
 	const uint64_t ng = (cols + qi->group - 1) / qi->group, quad = r / NB_QROWS;
 	const uint32_t rr = (uint32_t)(r % NB_QROWS), G = qi->group;
-	const size_t row_bytes = qi->bits == 8 ? G : G / 2;
 
 	for (uint64_t g = 0; g < ng; g++) {
-		const uint8_t *b = block_at(qi, (void *)data, quad, g, ng);
-		const uint8_t *qs = b + qs_offset(qi) + rr * row_bytes;
-		nb_f16 h;
-		int32_t z = qi->zero_point ? (b[8 + rr / 2] >> (rr & 1 ? 4 : 0)) & 15 : 8;
-		float d;
+		const uint8_t *b = (const uint8_t *)data + block_at(qi, quad, g, ng);
+		const uint8_t *row = b + nb_qblock_row_at(G, qi->bits, qi->zero_point, rr);
+		const int32_t off = nb_qblock_offset(b, qi->bits, qi->zero_point, rr);
+		const float d = nb_qblock_scale(b, rr);
 
-		memcpy(&h, b + 2 * rr, 2);
-		d = nb_f16_to_f32(h);
-		for (uint32_t j = 0; j < G && g * G + j < cols; j++) {
-			int32_t v;
-			if (qi->bits == 8)
-				v = (int8_t)qs[j];
-			else
-				v = (j < G / 2 ? qs[j] & 15 : qs[j - G / 2] >> 4) - z;
-			out[g * G + j] = d * (float)v;
-		}
+		for (uint32_t j = 0; j < G && g * G + j < cols; j++)
+			out[g * G + j] = d * (float)(nb_qrow_level(row, G, qi->bits, j) - off);
 	}
 }
 

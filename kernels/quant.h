@@ -1,6 +1,7 @@
-/* Quantized weight and activation formats. These structs ARE the image
- * format (docs/image-format.md, "Quantized tensors"): the quantizer writes
- * them on the host in exactly the order the kernels read them.
+/* Quantized weight and activation formats. The block layout below IS the
+ * image format (docs/image-format.md, "Quantized tensors"): the quantizer
+ * writes it on the host in exactly the order the kernels read it, and
+ * every reader and writer of a block goes through the accessors here.
  *
  * Weights: a matrix {rows, cols} is stored as row quads (4 rows, the last
  * quad zero-padded) and, inside a quad, one block per group of G columns
@@ -8,7 +9,17 @@
  * (and zero points) and their 4-bit or 8-bit levels, so one sequential
  * stream feeds four dot products that share each activation load.
  *
- * Nibbles: byte j of a row's group holds element j in its low nibble and
+ * Block of a type of group G and b-bit levels:
+ *   offset 0   the 4 rows' scales, binary16, row r at 2 r
+ *   offset 8   zero-point types only: the 4 rows' zero points, row 2i in
+ *              the low nibble of byte 8 + i, row 2i + 1 in its high nibble;
+ *              then 2 zero bytes
+ *   offset L   the levels (L = 12 with zero points, else 8): row r's
+ *              G b / 8 bytes at L + r G b / 8
+ * G is a multiple of 32 (the kernels take a row's levels in 16-byte
+ * loads); nothing else about it is assumed anywhere.
+ *
+ * Nibbles: byte j of a row's levels holds element j in its low nibble and
  * element j + G/2 in its high nibble (unpacking gives two halves in order).
  *
  * Dequantized value: symmetric   w = d * q,        q in -8..7  (nibble - 8)
@@ -25,55 +36,165 @@
 #include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+/* The numbers are the image format: never reuse one. */
 enum nb_qtype {
 	NB_QTYPE_Q4_G32 = 16,   /* symmetric 4-bit, group 32: 4.5 bits/weight */
 	NB_QTYPE_Q4_G128 = 17,  /* symmetric 4-bit, group 128: 4.125 bits/weight */
 	NB_QTYPE_Q4Z_G32 = 18,  /* 4-bit with zero point, group 32: 4.75 bits/weight */
 	NB_QTYPE_Q4Z_G128 = 19, /* 4-bit with zero point, group 128: 4.1875 bits/weight */
 	NB_QTYPE_Q8_G32 = 20,   /* 8-bit, group 32: 8.5 bits/weight */
+	NB_QTYPE_Q4_G64 = 21,   /* symmetric 4-bit, group 64: 4.25 bits/weight */
 	NB_QTYPE_MIN = 16,
-	NB_QTYPE_MAX = 20,
+	NB_QTYPE_MAX = 21,
 };
+
+#define NB_QTYPE_COUNT (NB_QTYPE_MAX - NB_QTYPE_MIN + 1)
+
+/* Every quantized type, as X(NAME, name, group, bits, zero_point): NAME
+ * completes NB_QTYPE_, name is what users type. nb_qinfo is made from it,
+ * and the backends whose kernels take any group make one kernel per entry,
+ * so a type added here runs on them with no other change. */
+#define NB_QTYPE_LIST(X)                                                                        \
+	X(Q4_G32, q4_g32, 32, 4, 0)                                                             \
+	X(Q4_G64, q4_g64, 64, 4, 0)                                                             \
+	X(Q4_G128, q4_g128, 128, 4, 0)                                                          \
+	X(Q4Z_G32, q4z_g32, 32, 4, 1)                                                           \
+	X(Q4Z_G128, q4z_g128, 128, 4, 1)                                                        \
+	X(Q8_G32, q8_g32, 32, 8, 0)
 
 #define NB_QROWS 4 /* rows interleaved per quad */
 
 /* IEEE binary16, stored raw; converted exactly to float. */
 typedef uint16_t nb_f16;
 
-struct nb_q4_g32 {
-	nb_f16 d[NB_QROWS];
-	uint8_t qs[NB_QROWS][16];
-};
-static_assert(sizeof(struct nb_q4_g32) == 72, "q4_g32 block");
+float nb_f16_to_f32(nb_f16 h);
+/* Round to nearest even; overflow to inf (quantizers never produce it). */
+nb_f16 nb_f32_to_f16(float f);
 
-struct nb_q4_g128 {
-	nb_f16 d[NB_QROWS];
-	uint8_t qs[NB_QROWS][64];
-};
-static_assert(sizeof(struct nb_q4_g128) == 264, "q4_g128 block");
+/* ---- The block layout: offsets, and accessors of one block ------------- */
 
-struct nb_q4z_g32 {
-	nb_f16 d[NB_QROWS];
-	uint8_t z[NB_QROWS / 2]; /* zero points, two per byte: row 2i low, 2i+1 high */
-	uint8_t pad[2];
-	uint8_t qs[NB_QROWS][16];
-};
-static_assert(sizeof(struct nb_q4z_g32) == 76, "q4z_g32 block");
+#define NB_QBLOCK_SCALES 0u             /* the 4 binary16 scales: 8 bytes */
+#define NB_QBLOCK_ZEROS 8u              /* the 4 zero-point nibbles: 2 bytes */
+#define NB_QBLOCK_LEVELS(zp) ((zp) ? 12u : 8u)
+#define NB_QBLOCK_ROW_BYTES(G, bits) ((G) * (bits) / 8u)
+#define NB_QBLOCK_BYTES(G, bits, zp) (NB_QBLOCK_LEVELS(zp) + NB_QROWS * NB_QBLOCK_ROW_BYTES(G, bits))
 
-struct nb_q4z_g128 {
-	nb_f16 d[NB_QROWS];
-	uint8_t z[NB_QROWS / 2];
-	uint8_t pad[2];
-	uint8_t qs[NB_QROWS][64];
-};
-static_assert(sizeof(struct nb_q4z_g128) == 268, "q4z_g128 block");
+/* A block's levels: row 0's first byte. */
+static inline const uint8_t *nb_qblock_levels(const uint8_t *blk, uint32_t zp)
+{
+	return blk + NB_QBLOCK_LEVELS(zp);
+}
 
-struct nb_q8_g32 {
-	nb_f16 d[NB_QROWS];
-	int8_t qs[NB_QROWS][32];
-};
-static_assert(sizeof(struct nb_q8_g32) == 136, "q8_g32 block");
+/* Offset of row r's levels in a block. */
+static inline size_t nb_qblock_row_at(uint32_t G, uint32_t bits, uint32_t zp, uint32_t r)
+{
+	return NB_QBLOCK_LEVELS(zp) + (size_t)r * NB_QBLOCK_ROW_BYTES(G, bits);
+}
+
+static inline nb_f16 nb_qblock_scale_f16(const uint8_t *blk, uint32_t r)
+{
+	nb_f16 h;
+
+	memcpy(&h, blk + NB_QBLOCK_SCALES + 2 * r, sizeof(h));
+	return h;
+}
+
+static inline float nb_qblock_scale(const uint8_t *blk, uint32_t r)
+{
+	return nb_f16_to_f32(nb_qblock_scale_f16(blk, r));
+}
+
+/* Row r's zero point (zero-point types only). */
+static inline uint32_t nb_qblock_zero(const uint8_t *blk, uint32_t r)
+{
+	return (blk[NB_QBLOCK_ZEROS + r / 2] >> (r & 1 ? 4 : 0)) & 15;
+}
+
+/* Symmetric 4-bit levels -8..7 are stored as nibbles level + NB_Q4_BIAS. */
+#define NB_Q4_BIAS 8
+
+/* What a type's stored levels are offset by when it has no zero point:
+ * NB_Q4_BIAS for symmetric 4-bit, 0 for 8-bit. */
+static inline int32_t nb_qtype_bias(uint32_t bits)
+{
+	return bits == 4 ? NB_Q4_BIAS : 0;
+}
+
+/* What row r's stored levels are offset by (the stored value of level 0):
+ * its zero point z with zero points, else nb_qtype_bias. */
+static inline int32_t nb_qblock_offset(const uint8_t *blk, uint32_t bits, uint32_t zp, uint32_t r)
+{
+	return zp ? (int32_t)nb_qblock_zero(blk, r) : nb_qtype_bias(bits);
+}
+
+/* 4-bit levels: byte j of a row holds element j in its low nibble and
+ * element j + G/2 in its high nibble. */
+static inline int32_t nb_q4_lo(uint8_t b)
+{
+	return b & 15;
+}
+
+static inline int32_t nb_q4_hi(uint8_t b)
+{
+	return b >> 4;
+}
+
+/* The stored level of element j < G of a row's levels: the signed byte
+ * (8-bit) or the nibble 0..15 (4-bit). */
+static inline int32_t nb_qrow_level(const uint8_t *row, uint32_t G, uint32_t bits, uint32_t j)
+{
+	if (bits == 8)
+		return (int8_t)row[j];
+	return j < G / 2 ? nb_q4_lo(row[j]) : nb_q4_hi(row[j - G / 2]);
+}
+
+/* lv[i] = nb_qrow_level(row, G, bits, c0 + i) for i < n (c0 + n <= G),
+ * in loops rather than a test per element. */
+static inline void nb_qrow_levels(const uint8_t *row, uint32_t G, uint32_t bits, uint32_t c0,
+				  uint32_t n, int32_t *lv)
+{
+	const uint32_t h = G / 2, n_lo = c0 >= h ? 0 : h - c0 < n ? h - c0 : n;
+	uint32_t i;
+
+	if (bits == 8) {
+		for (i = 0; i < n; i++)
+			lv[i] = (int8_t)row[c0 + i];
+	} else if (c0 == 0 && n == G) { /* the whole row: each byte once */
+		for (i = 0; i < h; i++) {
+			lv[i] = nb_q4_lo(row[i]);
+			lv[h + i] = nb_q4_hi(row[i]);
+		}
+	} else {
+		for (i = 0; i < n_lo; i++)
+			lv[i] = nb_q4_lo(row[c0 + i]);
+		for (; i < n; i++)
+			lv[i] = nb_q4_hi(row[c0 + i - h]);
+	}
+}
+
+/* Writers, into a zeroed block. */
+static inline void nb_qblock_put_scale(uint8_t *blk, uint32_t r, nb_f16 h)
+{
+	memcpy(blk + NB_QBLOCK_SCALES + 2 * r, &h, sizeof(h));
+}
+
+static inline void nb_qblock_put_zero(uint8_t *blk, uint32_t r, uint32_t z)
+{
+	blk[NB_QBLOCK_ZEROS + r / 2] |= (uint8_t)((z & 15) << (r & 1 ? 4 : 0));
+}
+
+static inline void nb_qrow_put_level(uint8_t *row, uint32_t G, uint32_t bits, uint32_t j,
+				     int32_t stored)
+{
+	if (bits == 8)
+		row[j] = (uint8_t)stored;
+	else if (j < G / 2)
+		row[j] |= (uint8_t)(stored & 15);
+	else
+		row[j - G / 2] |= (uint8_t)((stored & 15) << 4);
+}
 
 /* Properties of a quantized type. */
 struct nb_qinfo {
@@ -86,12 +207,12 @@ struct nb_qinfo {
 
 /* NULL if type is not a quantized type. */
 const struct nb_qinfo *nb_qinfo(uint32_t type);
+/* The quantized type a user calls name ("q4_g32"), 0 if none. */
+uint32_t nb_qtype_by_name(const char *name);
+/* Every type's name, in NB_QTYPE_LIST's order, joined by ", ". */
+const char *nb_qtype_names(void);
 /* Bytes of a {rows, cols} matrix of this type; -NB_ERANGE on overflow. */
 int nb_qtensor_bytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t *bytes);
-
-float nb_f16_to_f32(nb_f16 h);
-/* Round to nearest even; overflow to inf (quantizers never produce it). */
-nb_f16 nb_f32_to_f16(float f);
 
 /* Activations of m rows of k columns, quantized per block of G: q holds
  * m * kp int8 (kp = k rounded up to G, zero-padded), d m * kp/G scales,

@@ -2,11 +2,12 @@
  * included by avx2.c and avx512vnni.c after they define
  *   MMQ_DOT2(acc, u1, s1, u2, s2)  acc + dot4(u1, s1) + dot4(u2, s2) per int32 lane
  *   MMQ_DOT1(u, s)                 dot4(u, s) per int32 lane
- *   MMQ_NAME                       the function's name
  * where dot4 sums the 4 unsigned x signed byte products of each lane. Both
  * give the same exact integer partials, so both backends give the same
  * bits (AVX2: maddubs + madd, without saturation for these ranges; VNNI:
- * vpdpbusd). Not a module of its own: no header guard on purpose. */
+ * vpdpbusd). It defines one kernel per type of kernels/quant.h's list, any
+ * group, and MMQ_TABLE, the backend's mm_q table of them. Not a module of
+ * its own: no header guard on purpose. */
 
 /* ---- Quantized matmul -------------------------------------------------
  * Per row quad and tile of up to 4 activation rows, two groups at a time:
@@ -35,6 +36,10 @@
 #define PREFETCH_HINT _MM_HINT_T0
 #endif
 
+/* Symmetric 4-bit levels are offset by NB_Q4_BIAS: a shift. */
+#define Q4_BIAS_SHIFT 3
+static_assert(NB_Q4_BIAS == 1 << Q4_BIAS_SHIFT, "x86_mmq.h: NB_Q4_BIAS is 2^Q4_BIAS_SHIFT");
+
 static inline __m256i load2x128(const uint8_t *lo, const uint8_t *hi)
 {
 	return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
@@ -54,17 +59,17 @@ q4_group(const uint8_t *qs, uint32_t G, const int8_t *const aq[TILE], const uint
 	 __m256i p01[TILE], __m256i p23[TILE])
 {
 	const __m256i mask = _mm256_set1_epi8(0x0f);
-	const uint32_t rb = G / 2;
+	const uint32_t rb = NB_QBLOCK_ROW_BYTES(G, 4);
 
 #pragma GCC unroll 8
 	for (uint32_t t = 0; t < nt; t++)
 		p01[t] = p23[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
 	for (uint32_t c = 0; c < G / 32; c++) {
-		/* Group 32: rows 0,1 (and 2,3) are 32 contiguous bytes. */
+		/* Group 32: rows 0,1 (and 2,3) are 2 rb = 32 contiguous bytes. */
 		__m256i w01 = G == 32 ? _mm256_loadu_si256((const __m256i *)qs)
 				      : load2x128(qs + c * 16, qs + rb + c * 16);
-		__m256i w23 = G == 32 ? _mm256_loadu_si256((const __m256i *)(qs + 32))
+		__m256i w23 = G == 32 ? _mm256_loadu_si256((const __m256i *)(qs + 2 * rb))
 				      : load2x128(qs + 2 * rb + c * 16, qs + 3 * rb + c * 16);
 		__m256i lo01 = _mm256_and_si256(w01, mask);
 		__m256i hi01 = _mm256_and_si256(_mm256_srli_epi16(w01, 4), mask);
@@ -72,7 +77,7 @@ q4_group(const uint8_t *qs, uint32_t G, const int8_t *const aq[TILE], const uint
 		__m256i hi23 = _mm256_and_si256(_mm256_srli_epi16(w23, 4), mask);
 #pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++) {
-			__m256i alo = bcast128(aq[t] + c * 16), ahi = bcast128(aq[t] + G / 2 + c * 16);
+			__m256i alo = bcast128(aq[t] + c * 16), ahi = bcast128(aq[t] + rb + c * 16);
 			p01[t] = MMQ_DOT2(p01[t], lo01, alo, hi01, ahi);
 			p23[t] = MMQ_DOT2(p23[t], lo23, alo, hi23, ahi);
 		}
@@ -80,19 +85,25 @@ q4_group(const uint8_t *qs, uint32_t G, const int8_t *const aq[TILE], const uint
 }
 
 /* int8 x int8 of one group (|w| <= 127, so sign() is exact): full sums of
- * the 4 rows for each activation row, as r[t] = [r0 r1 r2 r3] partial
- * vectors reduced later. */
+ * the 4 rows for each activation row, as p[t][r] partial vectors reduced
+ * later; 32 columns per step. */
 static inline __attribute__((always_inline)) void
-q8_group(const int8_t *qs, const int8_t *const aq[TILE], const uint32_t nt, __m256i p[TILE][4])
+q8_group(const int8_t *qs, const uint32_t G, const int8_t *const aq[TILE], const uint32_t nt,
+	 __m256i p[TILE][4])
 {
 #pragma GCC unroll 8
 	for (uint32_t r = 0; r < 4; r++) {
-		__m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * r));
-		__m256i aw = _mm256_sign_epi8(w, w);
 #pragma GCC unroll 8
-		for (uint32_t t = 0; t < nt; t++) {
-			__m256i a = _mm256_loadu_si256((const __m256i *)aq[t]);
-			p[t][r] = MMQ_DOT1(aw, _mm256_sign_epi8(a, w));
+		for (uint32_t c = 0; c < G / 32; c++) {
+			__m256i w = _mm256_loadu_si256(
+				(const __m256i *)(qs + r * NB_QBLOCK_ROW_BYTES(G, 8) + 32 * c));
+			__m256i aw = _mm256_sign_epi8(w, w);
+#pragma GCC unroll 8
+			for (uint32_t t = 0; t < nt; t++) {
+				__m256i a = _mm256_loadu_si256((const __m256i *)(aq[t] + 32 * c));
+				__m256i s = MMQ_DOT1(aw, _mm256_sign_epi8(a, w));
+				p[t][r] = c ? _mm256_add_epi32(p[t][r], s) : s;
+			}
 		}
 	}
 }
@@ -120,9 +131,9 @@ static inline __m256i zero_points(const uint8_t *b0, const uint8_t *b1)
 {
 	int32_t o[8];
 
-	for (int r = 0; r < 4; r++) {
-		o[r] = (b0[8 + r / 2] >> (r & 1 ? 4 : 0)) & 15;
-		o[4 + r] = b1 ? (b1[8 + r / 2] >> (r & 1 ? 4 : 0)) & 15 : 0;
+	for (uint32_t r = 0; r < 4; r++) {
+		o[r] = (int32_t)nb_qblock_zero(b0, r);
+		o[4 + r] = b1 ? (int32_t)nb_qblock_zero(b1, r) : 0;
 	}
 	return _mm256_loadu_si256((const __m256i *)o);
 }
@@ -131,9 +142,9 @@ static inline __m256 scales(const uint8_t *b0, const uint8_t *b1)
 {
 	int64_t d0, d1 = 0;
 
-	memcpy(&d0, b0, 8);
+	memcpy(&d0, b0 + NB_QBLOCK_SCALES, 8);
 	if (b1)
-		memcpy(&d1, b1, 8);
+		memcpy(&d1, b1 + NB_QBLOCK_SCALES, 8);
 	return _mm256_cvtph_ps(_mm_set_epi64x(d1, d0));
 }
 
@@ -177,7 +188,7 @@ g128_group(const uint8_t *qs, const int8_t *const aq[TILE], const uint32_t nt, _
 
 	#pragma GCC unroll 4
 	for (int r = 0; r < 4; r++) {
-		__m512i w = _mm512_loadu_si512(qs + 64 * r);
+		__m512i w = _mm512_loadu_si512(qs + NB_QBLOCK_ROW_BYTES(128, 4) * r);
 		lo[r] = _mm512_and_si512(w, mask);
 		hi[r] = _mm512_and_si512(_mm512_srli_epi16(w, 4), mask);
 	}
@@ -248,7 +259,6 @@ pair_step(__m256 acc[TILE], const uint8_t *qb, uint32_t g, uint32_t ng, const st
 	  const uint32_t G, const uint32_t bits, const int zpt, const uint32_t block,
 	  const uint32_t nt)
 {
-	const uint32_t qoff = zpt ? 12 : 8;
 	const uint8_t *b0 = qb + (size_t)g * block;
 	const uint8_t *b1 = g + 1 < ng ? b0 + block : NULL;
 
@@ -268,27 +278,28 @@ pair_step(__m256 acc[TILE], const uint8_t *qb, uint32_t g, uint32_t ng, const st
 	}
 	if (bits == 8) {
 		__m256i p0[TILE][4], p1[TILE][4];
-		q8_group((const int8_t *)(b0 + 8), a0, nt, p0);
+		q8_group((const int8_t *)nb_qblock_levels(b0, 0), G, a0, nt, p0);
 		#pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++)
 			#pragma GCC unroll 8
 			for (int r = 0; r < 4; r++)
 				p1[t][r] = _mm256_setzero_si256();
 		if (b1)
-			q8_group((const int8_t *)(b1 + 8), a1, nt, p1);
+			q8_group((const int8_t *)nb_qblock_levels(b1, 0), G, a1, nt, p1);
 		#pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++)
 			isum[t] = q8_reduce(p0[t], p1[t]);
 	} else {
 		__m256i raw[TILE];
-		q4_pair(raw, b0 + qoff, b1 ? b1 + qoff : NULL, G, a0, a1, nt);
+		q4_pair(raw, nb_qblock_levels(b0, zpt), b1 ? nb_qblock_levels(b1, zpt) : NULL, G,
+			a0, a1, nt);
 		if (zpt)
 			zp = zero_points(b0, b1);
 		#pragma GCC unroll 8
 		for (uint32_t t = 0; t < nt; t++) {
 			__m256i asum = pair_i32(at->s[t] + g, b1 != NULL);
 			/* levels are stored + offset: subtract offset * sum(a) */
-			__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum) : _mm256_slli_epi32(asum, 3);
+			__m256i corr = zpt ? _mm256_mullo_epi32(zp, asum) : _mm256_slli_epi32(asum, Q4_BIAS_SHIFT);
 			isum[t] = _mm256_sub_epi32(raw[t], corr);
 		}
 	}
@@ -357,8 +368,9 @@ static inline void transpose_words(__m512i w[4])
 }
 
 /* The 4 rows' scales of 4 consecutive blocks, as [r: g0 g1 g2 g3]. */
-static inline __m512 scales4(const uint8_t *b, uint32_t block)
+static inline __m512 scales4(const uint8_t *blk, uint32_t block)
 {
+	const uint8_t *b = blk + NB_QBLOCK_SCALES;
 	__m128i s01 = _mm_castpd_si128(_mm_loadh_pd(
 		_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)b)), (const double *)(b + block)));
 	__m128i s23 = _mm_castpd_si128(_mm_loadh_pd(
@@ -376,7 +388,7 @@ static inline __m512i zero_points4(const uint8_t *b, uint32_t block)
 
 	for (int j = 0; j < 4; j++) {
 		uint16_t z;
-		memcpy(&z, b + j * block + 8, 2);
+		memcpy(&z, b + j * block + NB_QBLOCK_ZEROS, 2);
 		v |= (uint64_t)z << (16 * j);
 	}
 	__m128i x = _mm_cvtsi64_si128((long long)v), m = _mm_set1_epi8(0x0f);
@@ -391,7 +403,6 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
       const int zpt, const uint32_t nt, const int prefetch)
 {
 	const __m512i mask = _mm512_set1_epi8(0x0f);
-	const uint32_t qoff = zpt ? 12 : 8;
 	__m512i w[4], lo[4], hi[4], zp = _mm512_setzero_si512();
 	__m512 dw = scales4(b, block);
 
@@ -399,7 +410,7 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
 		_mm_prefetch((const char *)b + PREFETCH + 64 * c, PREFETCH_HINT);
 	#pragma GCC unroll 4
 	for (int j = 0; j < 4; j++)
-		w[j] = _mm512_loadu_si512(b + j * block + qoff);
+		w[j] = _mm512_loadu_si512(nb_qblock_levels(b + j * block, zpt));
 	transpose_words(w);
 	#pragma GCC unroll 4
 	for (int k = 0; k < 4; k++) {
@@ -422,7 +433,7 @@ step4(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct til
 		}
 		__m512i asum = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(at->s[t] + g)));
 		/* levels are stored + offset: subtract offset * sum(a) */
-		__m512i corr = zpt ? _mm512_mullo_epi32(zp, asum) : _mm512_slli_epi32(asum, 3);
+		__m512i corr = zpt ? _mm512_mullo_epi32(zp, asum) : _mm512_slli_epi32(asum, Q4_BIAS_SHIFT);
 		__m512i isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), corr);
 		__m512 da = _mm512_broadcast_f32x4(_mm_loadu_ps(at->d[t] + g));
 		__m512 term = _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(isum));
@@ -436,7 +447,7 @@ static __attribute__((noinline)) void
 step4_tail(__m512 acc[TILE], const uint8_t *b, const uint32_t block, const struct tile *at,
 	   uint32_t g, uint32_t rem, const int zpt, const uint32_t nt)
 {
-	uint8_t wb[4 * sizeof(struct nb_q4z_g32)] = { 0 };
+	uint8_t wb[4 * NB_QBLOCK_BYTES(32, 4, 1)] = { 0 };
 	int8_t qx[TILE][128] = { { 0 } };
 	float d[TILE][4] = { { 0 } };
 	int32_t s[TILE][4] = { { 0 } };
@@ -522,21 +533,7 @@ quad_tile_g32(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct til
 #error "MMQ_TILE must be 4 or 8"
 #endif
 
-QUAD_FNS(q4_g32, 32, 4, 0, sizeof(struct nb_q4_g32))
-QUAD_FNS(q4_g128, 128, 4, 0, sizeof(struct nb_q4_g128))
-QUAD_FNS(q4z_g32, 32, 4, 1, sizeof(struct nb_q4z_g32))
-QUAD_FNS(q4z_g128, 128, 4, 1, sizeof(struct nb_q4z_g128))
-QUAD_FNS(q8_g32, 32, 8, 0, sizeof(struct nb_q8_g32))
-
 typedef void (*quad_fn)(float o[TILE][4], const uint8_t *qb, uint32_t ng, const struct tile *at);
-
-static const quad_fn quad_fns[NB_QTYPE_MAX - NB_QTYPE_MIN + 1][TILE] = {
-	[NB_QTYPE_Q4_G32 - NB_QTYPE_MIN] = QUAD_ROW(q4_g32),
-	[NB_QTYPE_Q4_G128 - NB_QTYPE_MIN] = QUAD_ROW(q4_g128),
-	[NB_QTYPE_Q4Z_G32 - NB_QTYPE_MIN] = QUAD_ROW(q4z_g32),
-	[NB_QTYPE_Q4Z_G128 - NB_QTYPE_MIN] = QUAD_ROW(q4z_g128),
-	[NB_QTYPE_Q8_G32 - NB_QTYPE_MIN] = QUAD_ROW(q8_g32),
-};
 
 /* Tile i0 of the activation rows (nt of them). */
 static inline void tile_at(struct tile *at, const struct nb_qact *a, uint32_t i0, uint32_t nt, uint32_t ng)
@@ -553,11 +550,12 @@ static inline void tile_at(struct tile *at, const struct nb_qact *a, uint32_t i0
  * the rest per quad. */
 #define MAX_TILES 16
 
-static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t type,
-		      const void *w, uint64_t rows, uint64_t r0, uint64_t r1)
+/* The product with a type's quad kernels, fns[nt - 1] for nt activation rows. */
+static inline __attribute__((always_inline)) void
+mm_q_run(const quad_fn fns[TILE], const uint32_t G, const uint32_t block, float *out, size_t ldo,
+	 const struct nb_qact *a, const void *w, uint64_t rows, uint64_t r0, uint64_t r1)
 {
-	const struct nb_qinfo *qi = nb_qinfo(type);
-	const uint32_t ng = a->kp / qi->group, n_tiles = (a->m + TILE - 1) / TILE;
+	const uint32_t ng = a->kp / G, n_tiles = (a->m + TILE - 1) / TILE;
 	const uint64_t end = r1 < rows ? r1 : rows;
 	float o[TILE][4];
 	struct tile tiles[MAX_TILES], spare;
@@ -565,7 +563,7 @@ static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t t
 	for (uint32_t i = 0; i < n_tiles && i < MAX_TILES; i++)
 		tile_at(&tiles[i], a, i * TILE, a->m - i * TILE < TILE ? a->m - i * TILE : TILE, ng);
 	for (uint64_t quad = r0 / NB_QROWS; quad * NB_QROWS < r1; quad++) {
-		const uint8_t *qb = (const uint8_t *)w + quad * ng * qi->block_size;
+		const uint8_t *qb = (const uint8_t *)w + quad * ng * block;
 		const uint64_t row0 = quad * NB_QROWS;
 		for (uint32_t i = 0, i0 = 0; i0 < a->m; i++, i0 += TILE) {
 			uint32_t nt = a->m - i0 < TILE ? a->m - i0 : TILE;
@@ -574,7 +572,7 @@ static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t t
 				at = &tiles[i];
 			else
 				tile_at(&spare, a, i0, nt, ng);
-			quad_fns[type - NB_QTYPE_MIN][nt - 1](o, qb, ng, at);
+			fns[nt - 1](o, qb, ng, at);
 			for (uint32_t t = 0; t < nt; t++) {
 				float *dst = out + (size_t)(i0 + t) * ldo + row0;
 				if (row0 >= r0 && row0 + NB_QROWS <= end)
@@ -587,3 +585,19 @@ static void MMQ_NAME(float *out, size_t ldo, const struct nb_qact *a, uint32_t t
 		}
 	}
 }
+
+/* One kernel per type of the list: its quad kernels, and the product. */
+#define MMQ_TYPE(NAME, name, G, bits, zp)                                                      \
+	QUAD_FNS(name, G, bits, zp, NB_QBLOCK_BYTES(G, bits, zp))                             \
+	static void mm_q_##name(float *out, size_t ldo, const struct nb_qact *a, const void *w, \
+				uint64_t rows, uint64_t r0, uint64_t r1)                      \
+	{                                                                                     \
+		static const quad_fn fns[TILE] = QUAD_ROW(name);                              \
+		mm_q_run(fns, G, NB_QBLOCK_BYTES(G, bits, zp), out, ldo, a, w, rows, r0, r1);  \
+	}
+NB_QTYPE_LIST(MMQ_TYPE)
+#undef MMQ_TYPE
+
+#define MMQ_ENTRY(NAME, name, G, bits, zp) [NB_QTYPE_##NAME - NB_QTYPE_MIN] = mm_q_##name,
+/* The backend's struct nb_kernels.mm_q: a kernel for every type. */
+#define MMQ_TABLE { NB_QTYPE_LIST(MMQ_ENTRY) }

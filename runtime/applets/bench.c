@@ -220,8 +220,8 @@ static void fix_scales(uint32_t type, uint8_t *data, uint64_t bytes, uint32_t co
 	(void)cols;
 
 	for (uint64_t off = 0; off + qi->block_size <= bytes; off += qi->block_size)
-		for (int r = 0; r < NB_QROWS; r++)
-			memcpy(data + off + 2 * r, &d, 2);
+		for (uint32_t r = 0; r < NB_QROWS; r++)
+			nb_qblock_put_scale(data + off, r, d);
 }
 
 struct synth {
@@ -724,13 +724,9 @@ static int bench_main(int argc, char **argv)
 		case 'S': speed_only = 1; break;
 		case 'W': write_only = 1; break;
 		case 'T':
-			o.qtype = 0;
-			for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++)
-				if (strcmp(optarg, nb_qinfo(t)->name) == 0)
-					o.qtype = t;
+			o.qtype = nb_qtype_by_name(optarg);
 			if (!o.qtype) {
-				nb_err("bench: --type: '%s' is not one of q4_g32, q4_g128, q4z_g32, "
-				       "q4z_g128, q8_g32", optarg);
+				nb_err("bench: --type: '%s' is not one of %s", optarg, nb_qtype_names());
 				return NB_EXIT_USAGE;
 			}
 			break;
@@ -777,7 +773,7 @@ const struct nb_applet nb_applet_bench = {
 		 "--synthetic SHAPE: the same on random weights of a real model's shape,\n"
 		 "written as an image first (FILE, default $TMPDIR, removed after): tinyllama\n"
 		 "(TinyLlama-1.1B), smollm-135m, stories260k, llama-3.2-1b. --type: q4_g32\n"
-		 "(default), q4_g128, q4z_g32, q4z_g128, q8_g32. --write-only: just write\n"
-		 "the image to --out.\n",
+		 "(default), q4_g64, q4_g128, q4z_g32, q4z_g128, q8_g32. --write-only: just\n"
+		 "write the image to --out.\n",
 	.main = bench_main,
 };

@@ -146,7 +146,7 @@ const struct nb_applet nb_applet_quantize = {
 		 "float32 image. Matrices become TYPE, norm vectors stay float32; the golden\n"
 		 "vector is computed on the quantized model.\n\n"
 		 "  -o, --output FILE       the image to write (atomically)\n"
-		 "      --type TYPE         q4_g32 | q4_g128 | q4z_g32 | q4z_g128 | q8_g32\n"
+		 "      --type TYPE         q4_g32 | q4_g64 | q4_g128 | q4z_g32 | q4z_g128 | q8_g32\n"
 		 "                          (q4: 4-bit symmetric, q4z: with zero points; g: group)\n"
 		 "      --method M          rtn (round to nearest, default) | awq | gptq\n"
 		 "      --calib FILE        calibration text (needed by awq, gptq); documents\n"

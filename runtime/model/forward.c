@@ -451,10 +451,8 @@ int nb_fwd_open_opts(struct nb_fwd *f, const struct nb_model *m, const struct nb
 	f->ranges = aligned_alloc(sizeof(*f->ranges), f->n_threads * sizeof(*f->ranges));
 	if (!f->row_kv || !f->ranges)
 		goto fail;
-	if (nb_qact_alloc(&f->act[0], f->max_batch, max_cols(&m->hp), 32, f->kern->act_flags) ||
-	    nb_qact_alloc(&f->act[1], f->max_batch, max_cols(&m->hp), 128, f->kern->act_flags))
+	if (nb_mm_acts_open(f, max_cols(&m->hp)))
 		goto fail;
-	f->act[0].quant_block = f->act[1].quant_block = f->kern->quant_block;
 	rope_init(f);
 	return 0;
 fail:
@@ -473,8 +471,7 @@ void nb_fwd_close(struct nb_fwd *f)
 	if (!f)
 		return;
 	nb_kv_close(&f->kv0);
-	nb_qact_free(&f->act[0]);
-	nb_qact_free(&f->act[1]);
+	nb_mm_acts_close(f);
 	free(f->row_kv);
 	free(f->ranges);
 	free(f->mem);

@@ -57,7 +57,8 @@ struct nb_fwd {
 	double *inv_freq;   /* [head_dim / 2] RoPE frequency of each pair, scaling applied */
 	float *rope_cos;    /* [max_batch][head_dim / 2] */
 	float *rope_sin;    /* [max_batch][head_dim / 2] */
-	struct nb_qact act[2];   /* quantized activations: group 32, group 128 */
+	struct nb_qact act[NB_QTYPE_COUNT]; /* quantized activations, one per group size
+					      * (runtime/model/matmul.c); group 0: unused */
 	struct nb_kv **row_kv;   /* [max_batch] the cache of each row of a batch */
 	struct nb_fwd_range *ranges; /* [n_threads] of the matrix product running */
 	void *mem;          /* the one allocation behind the float buffers */

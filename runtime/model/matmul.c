@@ -8,6 +8,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/vec.h"
+#include "runtime/base/err.h"
 #include "runtime/model/pool.h"
 
 #include <stdatomic.h>
@@ -84,8 +85,8 @@ static void matmul_quads(const struct matmul *mm, uint64_t q0, uint64_t q1)
 			if (j->w->type == NB_DTYPE_F32)
 				matmul_rows_f32(mm, j, r0, r1);
 			else
-				mm->f->kern->mm_q(j->out, (size_t)rows, j->a, j->w->type, j->w->data,
-						  rows, r0, r1);
+				nb_kernels_mm_q(mm->f->kern, j->out, (size_t)rows, j->a, j->w->type,
+						j->w->data, rows, r0, r1);
 			q0 = base + b;
 		}
 		base += nq;
@@ -201,6 +202,37 @@ static void quant_worker(void *arg, unsigned ith, unsigned nth)
 		nb_quant_act_blocks(q->a, q->x, b0, b1);
 }
 
+/* The buffer of group size G in f->act, NULL if none (every group of a
+ * quantized type has one: nb_mm_acts_open). */
+static struct nb_qact *act_of_group(struct nb_fwd *f, uint32_t G)
+{
+	for (size_t i = 0; i < NB_QTYPE_COUNT; i++)
+		if (f->act[i].group == G)
+			return &f->act[i];
+	return NULL;
+}
+
+int nb_mm_acts_open(struct nb_fwd *f, uint32_t cols)
+{
+	size_t n = 0;
+
+	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++) {
+		const uint32_t G = nb_qinfo(t)->group;
+		if (act_of_group(f, G))
+			continue;
+		if (nb_qact_alloc(&f->act[n], f->max_batch, cols, G, f->kern->act_flags))
+			return -NB_ENOMEM;
+		f->act[n++].quant_block = f->kern->quant_block;
+	}
+	return 0;
+}
+
+void nb_mm_acts_close(struct nb_fwd *f)
+{
+	for (size_t i = 0; i < NB_QTYPE_COUNT; i++)
+		nb_qact_free(&f->act[i]);
+}
+
 /* The activation buffer for w's group size, shaped for m rows of its
  * input; NULL for a float w. */
 struct nb_qact *nb_mm_act_for(struct nb_fwd *f, const struct nb_tensor *w, uint32_t m)
@@ -209,7 +241,7 @@ struct nb_qact *nb_mm_act_for(struct nb_fwd *f, const struct nb_tensor *w, uint3
 
 	if (w->type == NB_DTYPE_F32)
 		return NULL;
-	a = &f->act[nb_qinfo(w->type)->group == 32 ? 0 : 1];
+	a = act_of_group(f, nb_qinfo(w->type)->group);
 	nb_quant_act_prepare(a, m, (uint32_t)w->shape[1]);
 	return a;
 }
@@ -234,19 +266,19 @@ void nb_mm_ready(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs,
 			 const struct nb_mm_job *jobs, const struct nb_qact *ready)
 {
 	struct matmul mm = { .f = f, .x = x, .m = m, .n_jobs = n_jobs };
-	const struct nb_qact *by_group[2] = { NULL, NULL }; /* group 32, group 128 */
+	const struct nb_qact *by_slot[NB_QTYPE_COUNT] = { NULL }; /* x quantized, per f->act */
 
 	if (ready)
-		by_group[ready->group == 32 ? 0 : 1] = ready;
+		by_slot[act_of_group(f, ready->group) - f->act] = ready;
 
 	for (uint32_t t = 0; t < n_jobs; t++) {
 		mm.jobs[t] = jobs[t];
 		mm.quads += (jobs[t].w->shape[0] + NB_QROWS - 1) / NB_QROWS;
 		if (jobs[t].w->type != NB_DTYPE_F32) {
-			int g = nb_qinfo(jobs[t].w->type)->group == 32 ? 0 : 1;
-			if (!by_group[g])
-				by_group[g] = quantize_input(f, jobs[t].w, x, m);
-			mm.jobs[t].a = by_group[g];
+			size_t s = (size_t)(act_of_group(f, nb_qinfo(jobs[t].w->type)->group) - f->act);
+			if (!by_slot[s])
+				by_slot[s] = quantize_input(f, jobs[t].w, x, m);
+			mm.jobs[t].a = by_slot[s];
 		}
 		if (f->capture)
 			for (uint32_t i = 0; i < m; i++)

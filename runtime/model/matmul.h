@@ -27,6 +27,13 @@ void nb_mm(struct nb_fwd *f, const float *x, uint32_t m, uint32_t n_jobs,
 	   const struct nb_mm_job *jobs);
 void nb_mm1(struct nb_fwd *f, float *out, const struct nb_tensor *w, const float *x, uint32_t m);
 
+/* f->act: a buffer of f->max_batch rows of up to cols columns for each
+ * group size of the quantized types, so an image may mix any of them. The
+ * buffer of a group the model does not have is never written (a large one
+ * is a mapping never faulted in). */
+int nb_mm_acts_open(struct nb_fwd *f, uint32_t cols);
+void nb_mm_acts_close(struct nb_fwd *f);
+
 /* The activation buffer of w's group size, shaped for m rows of its input;
  * NULL for a float w. */
 struct nb_qact *nb_mm_act_for(struct nb_fwd *f, const struct nb_tensor *w, uint32_t m);

@@ -120,7 +120,7 @@ while read -r a opt val want; do
 done <<EOT
 bench --threads 0 a whole number in 1\.\.[0-9]+
 bench --synthetic bogus one of tinyllama, smollm-135m, stories260k, llama-3\.2-1b
-bench --type q3 one of q4_g32, q4_g128, q4z_g32, q4z_g128, q8_g32
+bench --type q3 one of q4_g32, q4_g64, q4_g128, q4z_g32, q4z_g128, q8_g32
 convert --golden-steps 0 a whole number in 1\.\.4096
 convert --model-version -1 a whole number in 1\.\.18446744073709551615
 convert --format bogus one of llama2c, hf, gguf, nib

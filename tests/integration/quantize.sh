@@ -33,6 +33,7 @@ expect_sizes() {
 	"$NB" inspect "$_img" | awk -v want="$_type" -v over="$*" '
 		BEGIN {
 			g["q4_g32"] = 32; b["q4_g32"] = 72;  g["q4_g128"] = 128; b["q4_g128"] = 264
+			g["q4_g64"] = 64; b["q4_g64"] = 136
 			g["q4z_g32"] = 32; b["q4z_g32"] = 76; g["q4z_g128"] = 128; b["q4z_g128"] = 268
 			g["q8_g32"] = 32; b["q8_g32"] = 136
 			n = split(over, kv, " ")
@@ -58,7 +59,7 @@ expect_sizes() {
 }
 
 check "convert the bundled model to float32" "$NB" convert "$M/stories260K.bin" -o "$tmp/f32.nib"
-for t in q4_g32 q4_g128 q4z_g32 q4z_g128 q8_g32; do
+for t in q4_g32 q4_g64 q4_g128 q4z_g32 q4z_g128 q8_g32; do
 	check "quantize $t by rtn" "$NB" quantize "$M/stories260K.bin" -o "$tmp/$t-rtn.nib" --type $t
 done
 for t in q4_g32 q4_g128 q4z_g32 q4z_g128; do
@@ -76,7 +77,7 @@ for i in "$tmp"/q*.nib "$tmp/act.nib" "$tmp/keep.nib"; do
 	check_output "$(basename "$i") reproduces its golden vector" "golden vector reproduced exactly" \
 		"$NB" inspect --check "$i"
 done
-for t in q4_g32 q4_g128 q4z_g32 q4z_g128 q8_g32; do
+for t in q4_g32 q4_g64 q4_g128 q4z_g32 q4z_g128 q8_g32; do
 	check "$t-rtn.nib: types and sizes as the format implies" expect_sizes "$tmp/$t-rtn.nib" $t
 done
 check "q4z_g128-gptq.nib: types and sizes as the format implies" expect_sizes "$tmp/q4z_g128-gptq.nib" q4z_g128
@@ -111,6 +112,16 @@ for t in q4_g32 q4z_g128; do
 			awk -v a="$k" -v b="$r" 'BEGIN { exit !(a > 0 && a < b) }'
 	done
 done
+
+# Group 64 (no group size is special; 172-column matrices pad their last
+# group): between groups 32 and 128 in accuracy, and it tells the story.
+k32=$(kl "$tmp/q4_g32-rtn.nib")
+k64=$(kl "$tmp/q4_g64-rtn.nib")
+k128=$(kl "$tmp/q4_g128-rtn.nib")
+check "q4_g64: KL from float32 between q4_g32's and q4_g128's ($k32 <= $k64 <= $k128 * 1.05)" \
+	awk -v a="$k32" -v b="$k64" -v c="$k128" 'BEGIN { exit !(a > 0 && a <= b && b <= c * 1.05) }'
+check_output "q4_g64 generates the reference story" "^Once upon a time, there was a little girl named Lily" \
+	"$NB" run -m "$tmp/q4_g64-rtn.nib" -p "Once upon a time" -n 12 --temp 0
 
 # Bad input: a clear message and a failure status, never a crash.
 check_fails "a missing source is named" 1 "$tmp/none.bin" \

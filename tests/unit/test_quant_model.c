@@ -193,12 +193,15 @@ static void check_type(uint32_t type)
 }
 
 static void test_q4_g32(void **s) { (void)s; check_type(NB_QTYPE_Q4_G32); }
+static void test_q4_g64(void **s) { (void)s; check_type(NB_QTYPE_Q4_G64); }
 static void test_q4_g128(void **s) { (void)s; check_type(NB_QTYPE_Q4_G128); }
 static void test_q4z_g32(void **s) { (void)s; check_type(NB_QTYPE_Q4Z_G32); }
 static void test_q4z_g128(void **s) { (void)s; check_type(NB_QTYPE_Q4Z_G128); }
 static void test_q8_g32(void **s) { (void)s; check_type(NB_QTYPE_Q8_G32); }
 /* q/k/v in one product with group 32 and group 128 weights. */
 static void test_mixed_groups(void **s) { (void)s; check_mixed(NB_QTYPE_Q4_G128, NB_QTYPE_Q8_G32); }
+/* The same with group 64 and group 128 (no group size is special). */
+static void test_mixed_groups_64(void **s) { (void)s; check_mixed(NB_QTYPE_Q4_G64, NB_QTYPE_Q4_G128); }
 
 /* The float path is batch- and thread-invariant too. */
 static void test_f32_batched(void **s)
@@ -224,7 +227,8 @@ static void test_f32_batched(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_q4_g32),   cmocka_unit_test(test_q4_g128),
+		cmocka_unit_test(test_q4_g32),   cmocka_unit_test(test_q4_g64),
+		cmocka_unit_test(test_q4_g128),  cmocka_unit_test(test_mixed_groups_64),
 		cmocka_unit_test(test_q4z_g32),  cmocka_unit_test(test_q4z_g128),
 		cmocka_unit_test(test_q8_g32),   cmocka_unit_test(test_mixed_groups),
 		cmocka_unit_test(test_f32_batched),

@@ -48,8 +48,8 @@ static float rnd_gauss(void)
 	return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }
 
-static const uint32_t all_types[] = { NB_QTYPE_Q4_G32, NB_QTYPE_Q4_G128, NB_QTYPE_Q4Z_G32,
-				      NB_QTYPE_Q4Z_G128, NB_QTYPE_Q8_G32 };
+static const uint32_t all_types[] = { NB_QTYPE_Q4_G32, NB_QTYPE_Q4_G64, NB_QTYPE_Q4_G128,
+				      NB_QTYPE_Q4Z_G32, NB_QTYPE_Q4Z_G128, NB_QTYPE_Q8_G32 };
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
 
 /* ---- packing ------------------------------------------------------------- */
@@ -576,6 +576,8 @@ static void test_plan_types_and_keep(void **state)
 	assert_int_equal(p.type, NB_QTYPE_Q4_G32);
 	assert_int_equal(nb_qplan_parse_type("q4z_g128", false, &t), 0);
 	assert_int_equal(t, NB_QTYPE_Q4Z_G128);
+	assert_int_equal(nb_qplan_parse_type("q4_g64", false, &t), 0);
+	assert_int_equal(t, NB_QTYPE_Q4_G64);
 	assert_int_equal(nb_qplan_parse_type("q8", false, &t), 0);
 	assert_int_equal(t, NB_QTYPE_Q8_G32);
 	assert_int_equal(nb_qplan_parse_type("f32", true, &t), 0);
@@ -617,7 +619,7 @@ static void test_plan_types_and_keep(void **state)
 
 static void test_plan_rejects_malformed(void **state)
 {
-	static const char *const bad_types[] = { "q4", "q4_g64", "", "Q4_G32", "f16", "q8_g32 " };
+	static const char *const bad_types[] = { "q4", "q4_g48", "", "Q4_G32", "f16", "q8_g32 " };
 	static const char *const bad_keeps[] = {
 		"q8", "q8:", ":embed", "q9:embed", "q8:embed,,output", "q8:embed,", "q8:a b",
 		"f32:blk.0.ffn_down;rm", "q4_g32_and_more:x",

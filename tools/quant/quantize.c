@@ -50,14 +50,10 @@ int nb_qplan_parse_type(const char *s, bool allow_f32, uint32_t *type)
 		*type = NB_QTYPE_Q8_G32;
 		return 0;
 	}
-	for (uint32_t t = NB_QTYPE_MIN; t <= NB_QTYPE_MAX; t++) {
-		if (strcmp(s, nb_qinfo(t)->name) == 0) {
-			*type = t;
-			return 0;
-		}
-	}
-	nb_err("quantize: unknown type '%s' (q4_g32, q4_g128, q4z_g32, q4z_g128, q8_g32%s)", s,
-	       allow_f32 ? ", f32" : "");
+	*type = nb_qtype_by_name(s);
+	if (*type)
+		return 0;
+	nb_err("quantize: unknown type '%s' (%s%s)", s, nb_qtype_names(), allow_f32 ? ", f32" : "");
 	return -NB_EINVAL;
 }
 
