@@ -1,0 +1,75 @@
+/* The governor at run time: the board (board/board.h), its sensors, the
+ * controller (board/gov.h) and GPIO lines, ticked from an event loop (the
+ * server's, or `nibble run`'s token loop). Each tick samples the sensors,
+ * estimates power where the board measures none, steps the controller and
+ * hands its actuators to the caller (apply: active threads, pacing, batch)
+ * after setting those it owns itself (scaling_max_freq, fan, LED, busy
+ * line). State for /health and /metrics. Single-threaded: the loop that
+ * polls it is the only one touching it. */
+#ifndef NB_GOVERNOR_H
+#define NB_GOVERNOR_H
+
+#include "board/board.h"
+#include "board/gov.h"
+#include "board/gpio.h"
+#include "board/sensor.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct nb_govern_opts {
+	const char *root;     /* sysfs root ("/") */
+	const char *board;    /* forced board name, NULL: detect */
+	int mode;             /* enum nb_gov_mode, -1: balanced */
+	double budget_w;      /* < 0: the board's default; 0: none */
+	double target_c;      /* 0: from the mode */
+	double interval_s;    /* 0: CONFIG_GOVERNOR_INTERVAL_MS */
+	const char *gpio;     /* NULL: libgpiod, "none", "record:FILE" */
+};
+
+typedef void (*nb_govern_apply_fn)(void *arg, const struct nb_gov_out *o);
+
+struct nb_govern {
+	struct nb_govern_opts o;
+	const struct nb_board_desc *desc;
+	const char *how;                /* how the board was found */
+	struct nb_sensor_set sens;
+	struct nb_gov gov;
+	struct nb_gpio gpio;
+	struct nb_gpio_record rec;
+	nb_govern_apply_fn apply;
+	void *apply_arg;
+	double interval, t_next, t_last;
+	double cpu_last;                /* this process's CPU seconds at the last tick */
+	double busy_cores;
+	double temp_c, power_w, freq_frac;
+	bool power_estimated;
+	unsigned sensor_faults;         /* in a fault at the last tick */
+	bool freq_failed;
+	bool degraded;
+	char why[160];                  /* what is degraded */
+	double over_s;                  /* seconds above target */
+	bool open;
+};
+
+void nb_govern_opts_default(struct nb_govern_opts *o);
+/* Detects the board and opens sensors and lines; a missing sensor or line
+ * is degraded mode, not an error. -NB_EINVAL for an unknown forced board. */
+int nb_govern_open(struct nb_govern *g, const struct nb_govern_opts *o, unsigned max_threads,
+		   unsigned max_batch);
+void nb_govern_set_apply(struct nb_govern *g, nb_govern_apply_fn fn, void *arg);
+/* Call often (at least every 1/8 s for the LED's patterns): ticks the
+ * controller every interval. True when it ticked. */
+bool nb_govern_poll(struct nb_govern *g, double now, unsigned queue_depth, bool busy);
+/* Mode (NULL: keep) and budget (< 0: keep) at run time. */
+int nb_govern_set(struct nb_govern *g, const char *mode, double budget_w);
+/* Restores cpufreq limits, turns lines off. NULL-safe, idempotent. */
+void nb_govern_close(struct nb_govern *g);
+
+/* The state as a JSON object ("{...}"), NUL-terminated; its length, or
+ * -NB_ERANGE if cap is too small. */
+int nb_govern_json(const struct nb_govern *g, char *buf, size_t cap);
+/* The Prometheus lines (nibble_temperature_celsius{zone=...}, ...). */
+int nb_govern_metrics(const struct nb_govern *g, char *buf, size_t cap);
+
+#endif
