@@ -5,6 +5,14 @@
 #include <math.h>
 #include <string.h>
 
+/* Degrees below the target from which the temperature loop integrates. */
+#define INTEGRATE_BAND_C 1.5
+
+/* Above the target the integrator runs this much faster: heat that builds
+ * up (a step of ambient temperature) must come down before the hard limit,
+ * while headroom is taken back slowly. */
+#define COOL_BOOST 3
+
 /* Below the trip point: performance, balanced, quiet. */
 static const double target_below_trip[] = { 2, 3, 15 };
 
@@ -89,7 +97,12 @@ static double temp_loop(struct nb_gov *g, double t)
 	g->last_temp = t;
 	g->have_last = true;
 	pred = t + g->c.lead_ticks * (slope > 0 ? slope : 0.5 * slope);
-	g->i_temp = clamp(g->i_temp + g->c.ki * (g->target_c - pred), 0, 1);
+	/* integral separation: far below the target the integrator would
+	 * only wind up on the way there (and overshoot after); P does that
+	 * part. Above it, it always integrates: the heat must come down. */
+	if (g->target_c - pred < INTEGRATE_BAND_C)
+		g->i_temp = clamp(g->i_temp + g->c.ki * (pred > g->target_c ? COOL_BOOST : 1) *
+						(g->target_c - pred), 0, 1);
 	return g->i_temp + g->c.kp * (g->target_c - pred);
 }
 

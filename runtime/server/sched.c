@@ -419,20 +419,31 @@ void nb_sched_throttle(struct nb_sched *s, double duty, uint32_t batch)
 	atomic_store_explicit(&s->batch_cap, batch, memory_order_relaxed);
 }
 
-/* The governor's pacing: idles in proportion to the step just taken, so
- * that steps take duty of the time whatever their length. A stop ends it. */
-static void pace(struct nb_sched *s, double step_s)
+/* The governor's pacing: idles in proportion to the steps taken, so that
+ * steps take duty of the time whatever their length. The idle time owed is
+ * paid in sleeps of at least PACE_MIN_S: a sleep per step of a small model
+ * (tens of microseconds) would cost more in wake-ups and timer slack than
+ * it saves. A stop ends it. */
+#define PACE_MIN_S 0.002
+#define PACE_MAX_S 0.25
+
+static void pace(struct nb_sched *s, double step_s, double *owed)
 {
 	unsigned ppm = atomic_load_explicit(&s->duty_ppm, memory_order_relaxed);
-	double idle, until, left;
+	double until, left, slept;
 	struct timespec ts;
 
-	if (ppm >= 1000000u || ppm == 0)
+	if (ppm >= 1000000u || ppm == 0) {
+		*owed = 0;
 		return;
-	idle = step_s * (1e6 - ppm) / ppm;
-	if (idle > 1.0)
-		idle = 1.0;
-	until = nb_sys_now() + idle;
+	}
+	*owed += step_s * (1e6 - ppm) / ppm;
+	if (*owed < PACE_MIN_S)
+		return;
+	if (*owed > PACE_MAX_S)
+		*owed = PACE_MAX_S;
+	slept = nb_sys_now();
+	until = slept + *owed;
 	pthread_mutex_lock(&s->lock);
 	while (!s->stopping && (left = until - nb_sys_now()) > 0) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -445,13 +456,15 @@ static void pace(struct nb_sched *s, double step_s)
 		pthread_cond_timedwait(&s->pace_wake, &s->lock, &ts);
 	}
 	pthread_mutex_unlock(&s->lock);
-	atomic_store(&s->paced_s, atomic_load(&s->paced_s) + idle);
+	slept = nb_sys_now() - slept;
+	*owed -= slept; /* an oversleep is credited to the next steps */
+	atomic_store(&s->paced_s, atomic_load(&s->paced_s) + slept);
 }
 
 static void *sched_main(void *arg)
 {
 	struct nb_sched *s = arg;
-	double w_start = nb_sys_now(), t0;
+	double w_start = nb_sys_now(), t0, owed = 0;
 	unsigned long w_tokens = 0;
 
 	for (;;) {
@@ -472,7 +485,7 @@ static void *sched_main(void *arg)
 		notify(s);
 		update_rate(s, &w_start, &w_tokens);
 		wait_news_taken(s);
-		pace(s, t0);
+		pace(s, t0, &owed);
 	}
 	drain(s);
 	return NULL;
