@@ -5,8 +5,14 @@
 #include <math.h>
 #include <string.h>
 
-/* Degrees below the target from which the temperature loop integrates. */
-#define INTEGRATE_BAND_C 1.5
+/* Weight of the newest reading in the slope (an exponential average over
+ * about five ticks): the lead multiplies the slope, and an unsmoothed one
+ * turns a reading's noise, or the load's own ripple, into a swing of the
+ * level each tick. */
+#define SLOPE_SMOOTHING 0.2
+
+/* The most headroom (degrees) the temperature loop integrates a tick. */
+#define INTEGRATE_BAND_C 0.5
 
 /* Above the target the integrator runs this much faster: heat that builds
  * up (a step of ambient temperature) must come down before the hard limit,
@@ -88,21 +94,23 @@ static double clamp(double v, double lo, double hi)
  * smoothed: one noisy reading must not swing the level. */
 static double temp_loop(struct nb_gov *g, double t)
 {
-	double slope = 0, pred;
+	double slope, pred, e;
 
 	if (isnan(t))
 		return NAN;
 	if (g->have_last)
-		slope = t - g->last_temp;
+		g->slope += (t - g->last_temp - g->slope) * SLOPE_SMOOTHING;
 	g->last_temp = t;
 	g->have_last = true;
+	slope = g->slope;
 	pred = t + g->c.lead_ticks * (slope > 0 ? slope : 0.5 * slope);
-	/* integral separation: far below the target the integrator would
-	 * only wind up on the way there (and overshoot after); P does that
-	 * part. Above it, it always integrates: the heat must come down. */
-	if (g->target_c - pred < INTEGRATE_BAND_C)
-		g->i_temp = clamp(g->i_temp + g->c.ki * (pred > g->target_c ? COOL_BOOST : 1) *
-						(g->target_c - pred), 0, 1);
+	/* Below the target the integrator takes at most INTEGRATE_BAND_C of
+	 * headroom a tick: far below, it would wind up on the way there and
+	 * overshoot after (P does that part); above the target it runs
+	 * COOL_BOOST times faster, as heat must come down. */
+	e = g->target_c - pred;
+	e = e > INTEGRATE_BAND_C ? INTEGRATE_BAND_C : e < 0 ? e * COOL_BOOST : e;
+	g->i_temp = clamp(g->i_temp + g->c.ki * e, 0, 1);
 	return g->i_temp + g->c.kp * (g->target_c - pred);
 }
 

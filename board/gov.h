@@ -59,7 +59,7 @@ struct nb_gov {
 	struct nb_gov_cfg c;
 	double target_c;
 	double level, i_temp, i_power;
-	double last_temp;
+	double last_temp, slope; /* slope: smoothed, per tick */
 	bool have_last;
 	bool fan;
 	bool limiting;          /* a loop holds the level below 1 */
