@@ -5,7 +5,6 @@
 #include "runtime/base/sys.h"
 #include "runtime/model/llm.h"
 #include "runtime/server/server.h"
-#include "board/board.h"
 
 #include <getopt.h>
 #include <grp.h>
@@ -77,60 +76,16 @@ static int add_gid(struct nb_server_opts *o, const char *s)
 }
 
 enum { O_GROUP = 256, O_MODE, O_ALLOW_UID, O_ALLOW_GID, O_LISTEN, O_KEY, O_SLOTS, O_CTX,
-       O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK, O_GOVERNOR,
-       O_BUDGET, O_TARGET, O_BOARD, O_SYSFS, O_GOV_TICK, O_GPIO };
-
-static struct nb_govern_opts gov_opts;
-
-/* The governor's options (runtime/server/governor.h); any of them turns it
- * on, as does --governor MODE. */
-static int parse_gov_opt(struct nb_server_opts *o, int c, const char *arg)
-{
-	static const char *const modes[] = { "performance", "balanced", "quiet", "off" };
-	size_t m;
-	int ret = 0;
-
-	if (!o->gov) {
-		nb_govern_opts_default(&gov_opts);
-		o->gov = &gov_opts;
-	}
-	switch (c) {
-	case O_GOVERNOR:
-		ret = nb_arg_choice("serve", "--governor", arg, modes, 4, &m);
-		gov_opts.mode = (int)m;
-		break;
-	case O_BUDGET: ret = nb_arg_float("serve", "--power-budget", arg, 0, 1000, &gov_opts.budget_w); break;
-	case O_TARGET: ret = nb_arg_float("serve", "--target-temp", arg, 20, 120, &gov_opts.target_c); break;
-	case O_GOV_TICK:
-		ret = nb_arg_float("serve", "--governor-interval", arg, 0.01, 10, &gov_opts.interval_s);
-		break;
-	case O_BOARD:
-		if (!nb_board_find(arg)) {
-			nb_usage_error("serve", "--board: no board '%s' (rpi4, rpi5, "
-				       "jetson-orin-nano, x86_64)", arg);
-			return -NB_EINVAL;
-		}
-		gov_opts.board = arg;
-		break;
-	case O_SYSFS: gov_opts.root = arg; break;
-	case O_GPIO:
-		if (strcmp(arg, "gpiod") && strcmp(arg, "none") && strncmp(arg, "record:", 7)) {
-			nb_usage_error("serve", "--gpio: '%s' is not gpiod, none or record:FILE", arg);
-			return -NB_EINVAL;
-		}
-		gov_opts.gpio = strcmp(arg, "gpiod") ? arg : NULL;
-		break;
-	}
-	return ret;
-}
+       O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK };
 
 static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 {
 	unsigned long long v;
 	int ret = 0;
 
-	if (c >= O_GOVERNOR && c <= O_GPIO)
-		return parse_gov_opt(o, c, arg);
+	if (c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST) {
+		return nb_govern_parse_opt(&o->gov, &o->governor, "serve", c, arg);
+	}
 	switch (c) {
 	case 'm': o->model = arg; break;
 	case 's': o->socket_path = arg; break;
@@ -228,13 +183,7 @@ static int serve_main(int argc, char **argv)
 		{ "grace", required_argument, NULL, O_GRACE },
 		{ "max-body", required_argument, NULL, O_MAXBODY },
 		{ "max-tokens", required_argument, NULL, O_MAXTOK },
-		{ "governor", required_argument, NULL, O_GOVERNOR },
-		{ "power-budget", required_argument, NULL, O_BUDGET },
-		{ "target-temp", required_argument, NULL, O_TARGET },
-		{ "governor-interval", required_argument, NULL, O_GOV_TICK },
-		{ "board", required_argument, NULL, O_BOARD },
-		{ "sysfs-root", required_argument, NULL, O_SYSFS },
-		{ "gpio", required_argument, NULL, O_GPIO }, { NULL, 0, NULL, 0 },
+		NB_GOVERN_OPTIONS, { NULL, 0, NULL, 0 },
 	};
 	struct nb_server_opts o;
 	struct nb_llm llm;
@@ -291,15 +240,6 @@ const struct nb_applet nb_applet_serve = {
 		 "      --grace S             seconds to finish on SIGTERM (5)\n"
 		 "      --max-body BYTES      request body limit (1 MiB), then 413\n"
 		 "      --max-tokens N        cap of max_tokens (the context)\n\n"
-		 "Power/thermal governor (docs/governor.md; any of these turns it on):\n"
-		 "      --governor MODE       performance, balanced, quiet or off (watch only)\n"
-		 "      --power-budget W      hold board power under W watts (0: none)\n"
-		 "      --target-temp C       hold the hottest zone at C (from the mode)\n"
-		 "      --governor-interval S seconds between governor ticks (1)\n"
-		 "      --board NAME          rpi4, rpi5, jetson-orin-nano, x86_64 (detected)\n"
-		 "      --sysfs-root DIR      read sensors and write cpufreq under DIR (/)\n"
-		 "      --gpio gpiod|none|record:FILE\n"
-		 "                            GPIO lines through libgpiod (default), none,\n"
-		 "                            or recorded to FILE\n",
+		 NB_GOVERN_USAGE,
 	.main = serve_main,
 };

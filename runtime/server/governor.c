@@ -1,6 +1,7 @@
 /* The governor's run-time glue (see governor.h). */
 #include "runtime/server/governor.h"
 
+#include "runtime/base/args.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
 
@@ -16,6 +17,55 @@ void nb_govern_opts_default(struct nb_govern_opts *o)
 	o->root = "/";
 	o->mode = -1;
 	o->budget_w = -1;
+}
+
+int nb_govern_parse_opt(struct nb_govern_opts *o, bool *on, const char *applet, int key,
+			const char *arg)
+{
+	static const char *const modes[] = { "performance", "balanced", "quiet", "off" };
+	size_t m;
+	int ret = 0;
+
+	if (!*on) {
+		nb_govern_opts_default(o);
+		*on = true;
+	}
+	switch (key) {
+	case NB_GOVERN_O_MODE:
+		ret = nb_arg_choice(applet, "--governor", arg, modes, 4, &m);
+		o->mode = (int)m;
+		break;
+	case NB_GOVERN_O_BUDGET:
+		ret = nb_arg_float(applet, "--power-budget", arg, 0, 1000, &o->budget_w);
+		break;
+	case NB_GOVERN_O_TARGET:
+		ret = nb_arg_float(applet, "--target-temp", arg, 20, 120, &o->target_c);
+		break;
+	case NB_GOVERN_O_TICK:
+		ret = nb_arg_float(applet, "--governor-interval", arg, 0.01, 10, &o->interval_s);
+		break;
+	case NB_GOVERN_O_BOARD:
+		if (!nb_board_find(arg)) {
+			nb_usage_error(applet, "--board: no board '%s' (rpi4, rpi5, jetson-orin-nano, "
+				       "x86_64)", arg);
+			return -NB_EINVAL;
+		}
+		o->board = arg;
+		break;
+	case NB_GOVERN_O_ROOT:
+		o->root = arg;
+		break;
+	case NB_GOVERN_O_GPIO:
+		if (strcmp(arg, "gpiod") && strcmp(arg, "none") && strncmp(arg, "record:", 7)) {
+			nb_usage_error(applet, "--gpio: '%s' is not gpiod, none or record:FILE", arg);
+			return -NB_EINVAL;
+		}
+		o->gpio = strcmp(arg, "gpiod") ? arg : NULL;
+		break;
+	default:
+		return -NB_EINVAL;
+	}
+	return ret;
 }
 
 static double process_cpu_s(void)

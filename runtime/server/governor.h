@@ -14,6 +14,7 @@
 #include "board/gpio.h"
 #include "board/sensor.h"
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -53,6 +54,36 @@ struct nb_govern {
 };
 
 void nb_govern_opts_default(struct nb_govern_opts *o);
+
+/* The command-line options of the governor, shared by serve and run: keys
+ * NB_GOVERN_O_FIRST.. for getopt_long, NB_GOVERN_OPTIONS in the option
+ * table, NB_GOVERN_USAGE in the usage text. */
+enum { NB_GOVERN_O_FIRST = 1000, NB_GOVERN_O_MODE = NB_GOVERN_O_FIRST, NB_GOVERN_O_BUDGET,
+       NB_GOVERN_O_TARGET, NB_GOVERN_O_TICK, NB_GOVERN_O_BOARD, NB_GOVERN_O_ROOT,
+       NB_GOVERN_O_GPIO, NB_GOVERN_O_LAST = NB_GOVERN_O_GPIO };
+#define NB_GOVERN_OPTIONS                                                                 \
+	{ "governor", required_argument, NULL, NB_GOVERN_O_MODE },                        \
+	{ "power-budget", required_argument, NULL, NB_GOVERN_O_BUDGET },                  \
+	{ "target-temp", required_argument, NULL, NB_GOVERN_O_TARGET },                   \
+	{ "governor-interval", required_argument, NULL, NB_GOVERN_O_TICK },               \
+	{ "board", required_argument, NULL, NB_GOVERN_O_BOARD },                          \
+	{ "sysfs-root", required_argument, NULL, NB_GOVERN_O_ROOT },                       \
+	{ "gpio", required_argument, NULL, NB_GOVERN_O_GPIO }
+#define NB_GOVERN_USAGE                                                                   \
+	"Power/thermal governor (docs/governor.md; any of these turns it on):\n"          \
+	"      --governor MODE       performance, balanced, quiet or off (watch only)\n"   \
+	"      --power-budget W      hold board power under W watts (0: none)\n"           \
+	"      --target-temp C       hold the hottest zone at C (from the mode)\n"         \
+	"      --governor-interval S seconds between governor ticks (1)\n"                 \
+	"      --board NAME          rpi4, rpi5, jetson-orin-nano, x86_64 (detected)\n"    \
+	"      --sysfs-root DIR      read sensors and write cpufreq under DIR (/)\n"       \
+	"      --gpio gpiod|none|record:FILE\n"                                            \
+	"                            GPIO lines through libgpiod (default), none,\n"       \
+	"                            or recorded to FILE\n"
+/* One of those options into *o (initialised by the first); a usage error
+ * is logged for applet and returns -NB_EINVAL. */
+int nb_govern_parse_opt(struct nb_govern_opts *o, bool *on, const char *applet, int key,
+			const char *arg);
 /* Detects the board and opens sensors and lines; a missing sensor or line
  * is degraded mode, not an error. -NB_EINVAL for an unknown forced board. */
 int nb_govern_open(struct nb_govern *g, const struct nb_govern_opts *o, unsigned max_threads,

@@ -93,7 +93,7 @@ struct server {
 	int64_t created;
 	atomic_ulong http_by_status[6]; /* 1xx..5xx, index status / 100 */
 	atomic_ulong conns_total, conns_refused;
-	struct nb_govern gov; /* open once loaded, with o->gov */
+	struct nb_govern gov; /* open once loaded, if o->governor */
 	bool gov_on;
 };
 
@@ -1541,8 +1541,8 @@ static int loaded(struct server *s)
 		       nb_strerror(s->load_ret));
 		return s->load_ret;
 	}
-	if (s->o->gov && IS_ENABLED(CONFIG_GOVERNOR)) {
-		int ret = nb_govern_open(&s->gov, s->o->gov, nb_pool_size(&s->sched.pool),
+	if (s->o->governor && IS_ENABLED(CONFIG_GOVERNOR)) {
+		int ret = nb_govern_open(&s->gov, &s->o->gov, nb_pool_size(&s->sched.pool),
 					 s->sched.o.slots);
 		if (ret)
 			return ret;

@@ -19,10 +19,12 @@ Full load then settles at 45 + 6.5 * 7.0 = 90.5 C: past the firmware's
 80 C throttle point and its 85 C hard limit, which is what the governor is
 for. The same model stands in for the Jetson's power rail (power scenario).
 
---firmware simulates the firmware's own throttling, for the naive run of
-the benchmark: from the hard limit until 5 C below it, the ARM clock drops
-to 600 MHz of 2.4 GHz (a quarter of the speed: SIGSTOP/SIGCONT of nibble
-for 3/4 of each 20 ms), as the Pi's firmware clamps it there.
+--firmware simulates the firmware's own throttling (Raspberry Pi
+documentation, "Frequency management and thermal control": between 80 C and
+85 C the Arm cores are progressively throttled back, at 85 C further): the
+ARM clock falls from 2.4 GHz to 1.5 GHz between 80 C and 85 C, and to the
+minimum of 600 MHz at 85 C, applied as SIGSTOP/SIGCONT of nibble for that
+share of each 20 ms.
 
 Prints one JSON line of results."""
 import argparse
@@ -85,6 +87,17 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def firmware_speed(t, hard):
+    """The Pi firmware's ARM clock as a share of 2.4 GHz: progressively down
+    to 1.5 GHz between 5 C under the hard limit and the limit, then the
+    minimum, 600 MHz, at the limit."""
+    if t >= hard:
+        return 0.25
+    if t >= hard - 5:
+        return 1 - 0.375 * (t - (hard - 5)) / 5
+    return 1.0
+
+
 def write_atomic(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -127,7 +140,7 @@ def main():
     t_start = time.monotonic()
     t_prev, cpu_prev = t_start, cpu_seconds(o.pid)
     crossed_at, max_after, max_t = None, -1e9, T
-    throttled, stopped = False, False
+    stopped, throttled_s = False, 0.0
     samples = []  # (wall, T, u, P)
     tok_cross = None
     dt_step = 0.02
@@ -139,14 +152,11 @@ def main():
         if o.step:
             at, val = o.step.split(":")
             amb = float(val) if el >= float(at) else o.ambient
-        # simulated firmware: a duty cycle of SIGSTOP while clamped
+        # simulated firmware: a duty cycle of SIGSTOP at the firmware's speed
         if o.firmware:
-            if T >= o.hard:
-                throttled = True
-            elif T < o.hard - 5:
-                throttled = False
-            phase = (el % 0.02) / 0.02
-            want_stop = throttled and phase < 0.75
+            speed = firmware_speed(T, o.hard)
+            throttled_s += (1 - speed) * 0.005
+            want_stop = (el % 0.02) / 0.02 >= speed
             if want_stop != stopped:
                 os.kill(o.pid, signal.SIGSTOP if want_stop else signal.SIGCONT)
                 stopped = want_stop
@@ -203,6 +213,7 @@ def main():
         "u_star": u_star,
         "errors": len(errors),
         "final_t": T,
+        "firmware_throttled_s": throttled_s * o.speedup,
     }
     print(json.dumps(res))
 
