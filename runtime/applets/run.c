@@ -149,7 +149,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv)
 			break;
 		case '?': return -NB_EINVAL;
 		default:
-			if (c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST)
+			if (IS_ENABLED(CONFIG_GOVERNOR) && c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST)
 				ret = nb_govern_parse_opt(&o->gov, &o->governor, "run", c, optarg);
 			else
 				ret = parse_sampling(&o->sp, c, optarg);
@@ -398,7 +398,7 @@ static int run_main(int argc, char **argv)
 	if (o.echo)
 		emit_stdout(NULL, o.prompt, strlen(o.prompt));
 	ret = generate(&l, &o, &pool, &rg, ids, st.n_prompt, &st);
-	if (rg.on)
+	if (IS_ENABLED(CONFIG_GOVERNOR) && rg.on)
 		nb_govern_close(&rg.g);
 	nb_pool_close(&pool);
 	printf("\n");

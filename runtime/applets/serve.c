@@ -1,6 +1,7 @@
 /* `nibble serve`: options to struct nb_server_opts, then the event loop. */
 #include "runtime/applets/applet.h"
 #include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 #include "runtime/base/sys.h"
 #include "runtime/model/llm.h"
@@ -83,7 +84,7 @@ static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 	unsigned long long v;
 	int ret = 0;
 
-	if (c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST) {
+	if (IS_ENABLED(CONFIG_GOVERNOR) && c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST) {
 		return nb_govern_parse_opt(&o->gov, &o->governor, "serve", c, arg);
 	}
 	switch (c) {

@@ -279,6 +279,15 @@ int nb_govern_json(const struct nb_govern *g, char *buf, size_t cap)
 	return len < cap ? (int)len : -NB_ERANGE;
 }
 
+static unsigned long sensor_faults(const struct nb_govern *g)
+{
+	unsigned long n = g->sens.power.n_faults;
+
+	for (unsigned i = 0; i < g->sens.n_zones; i++)
+		n += g->sens.zones[i].n_faults;
+	return n;
+}
+
 int nb_govern_metrics(const struct nb_govern *g, char *buf, size_t cap)
 {
 	const struct nb_gov_out *o = &g->gov.out;
@@ -327,11 +336,6 @@ int nb_govern_metrics(const struct nb_govern *g, char *buf, size_t cap)
 	    "# HELP nibble_governor_sensor_faults_total Sensor reads that failed.\n"
 	    "# TYPE nibble_governor_sensor_faults_total counter\n",
 	    g->gov.transitions, g->over_s, o->spill, o->fan, g->degraded);
-	{
-		unsigned long n = g->sens.power.n_faults;
-		for (unsigned i = 0; i < g->sens.n_zones; i++)
-			n += g->sens.zones[i].n_faults;
-		put(buf, cap, &len, "nibble_governor_sensor_faults_total %lu\n", n);
-	}
+	put(buf, cap, &len, "nibble_governor_sensor_faults_total %lu\n", sensor_faults(g));
 	return len < cap ? (int)len : -NB_ERANGE;
 }

@@ -150,6 +150,20 @@ echo "# ambient 40 -> 50 C at 8 s: $st"
 check "ambient step 40 -> 50 C: at most target + 1.5 C after the crossing, target + 1 C at the end" \
 	holds "$(field "$st" max_after_cross) <= 78.5 and $(field "$st" final_t) <= 78"
 
+# ---- nibble run ---------------------------------------------------------------
+newroot rpi5 90000
+rate() {
+	"$NB" run -m "$tmp/m.nib" -p Once -n 400 --no-echo --seed 1 -v "$@" 2>&1 >/dev/null |
+		sed -n 's/^generated: .* \([0-9.]*\) tok\/s after the first$/\1/p'
+}
+free_rate=$(rate)
+hot_rate=$(rate --sysfs-root "$tmp/root" --governor-interval 0.02 --gpio none)
+echo "# nibble run: $free_rate tokens/s without the governor, $hot_rate at 90 C with it"
+check "nibble run: at 90 C the governor slows generation to under half" \
+	holds "${hot_rate:-1e9} < 0.5 * ${free_rate:-0}"
+check_usage "nibble run --gpio with a bad value" \
+	"run: --gpio: 'spi' is not gpiod, none or record:FILE" "$NB" run -m x --gpio spi
+
 # ---- faults ------------------------------------------------------------------
 newroot rpi5 80000
 rm "$tmp/root/sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq"
