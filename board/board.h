@@ -1,6 +1,6 @@
 /* Board support: what each board nibble knows has (thermal zones and trip
- * points, power sensors or a power estimate, cpufreq policies, the cores
- * inference runs on, GPIO lines, default budgets) and which board this is,
+ * points, power sensors or a power estimate, cpufreq policies, its cores,
+ * GPIO lines, default budgets) and which board this is,
  * detected at run time from the device tree's compatible or DMI.
  *
  * Every path is read under a root directory (--sysfs-root, "/" on a real
@@ -35,8 +35,7 @@ struct nb_board_desc {
 	 * idle_w + core_w * busy cores * (freq / max freq) */
 	const char *power_rail;
 	double idle_w, core_w;
-	unsigned cores;
-	unsigned first_core;     /* inference threads go on cores first_core.. */
+	unsigned cores;          /* one cluster of alike cores (0: as many as online) */
 	double budget_w;         /* default power budget, 0: none */
 	struct nb_board_line led, fan, busy, button;
 };

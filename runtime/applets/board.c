@@ -80,6 +80,8 @@ static int board_main(int argc, char **argv)
 	if (nb_board_detect(root, forced, &d, &how) || nb_sensor_open(&s, root, d))
 		return NB_EXIT_FAIL;
 	printf("board: %s (%s), detected by %s, root %s\n", d->name, d->title, how, root);
+	if (d->cores)
+		printf("cores: %u alike, one cluster\n", d->cores);
 	print_sensors(&s);
 	printf("gpio chips:\n");
 	nb_gpio_list(root, stdout);

@@ -149,10 +149,14 @@ static int parse_opts(struct run_opts *o, int argc, char **argv)
 			break;
 		case '?': return -NB_EINVAL;
 		default:
-			if (IS_ENABLED(CONFIG_GOVERNOR) && c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST)
-				ret = nb_govern_parse_opt(&o->gov, &o->governor, "run", c, optarg);
-			else
+			if (c < NB_GOVERN_O_FIRST || c > NB_GOVERN_O_LAST) {
 				ret = parse_sampling(&o->sp, c, optarg);
+			} else if (!IS_ENABLED(CONFIG_GOVERNOR)) {
+				nb_usage_error("run", "this build has no governor (CONFIG_GOVERNOR)");
+				ret = -NB_EINVAL;
+			} else {
+				ret = nb_govern_parse_opt(&o->gov, &o->governor, "run", c, optarg);
+			}
 			break;
 		}
 	}

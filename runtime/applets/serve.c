@@ -84,7 +84,11 @@ static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 	unsigned long long v;
 	int ret = 0;
 
-	if (IS_ENABLED(CONFIG_GOVERNOR) && c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST) {
+	if (c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST) {
+		if (!IS_ENABLED(CONFIG_GOVERNOR)) {
+			nb_usage_error("serve", "this build has no governor (CONFIG_GOVERNOR)");
+			return -NB_EINVAL;
+		}
 		return nb_govern_parse_opt(&o->gov, &o->governor, "serve", c, arg);
 	}
 	switch (c) {

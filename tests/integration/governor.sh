@@ -162,7 +162,7 @@ echo "# nibble run: $free_rate tokens/s without the governor, $hot_rate at 90 C 
 check "nibble run: at 90 C the governor slows generation to under half" \
 	holds "${hot_rate:-1e9} < 0.5 * ${free_rate:-0}"
 check_usage "nibble run --gpio with a bad value" \
-	"run: --gpio: 'spi' is not gpiod, none or record:FILE" "$NB" run -m x --gpio spi
+	"run: --gpio: 'spi' is not gpiod, none or record:FILE \(see nibble run --help\)" "$NB" run -m x --gpio spi
 
 # ---- faults ------------------------------------------------------------------
 newroot rpi5 80000
