@@ -221,7 +221,7 @@ static int start_slot(struct nb_sched *s, struct nb_slot *sl, struct nb_job *j)
 	return 0;
 }
 
-/* Moves queued jobs into free slots. Called with s->lock held. */
+/* Slots with a job. */
 static uint32_t running(const struct nb_sched *s)
 {
 	uint32_t n = 0;
@@ -231,6 +231,8 @@ static uint32_t running(const struct nb_sched *s)
 	return n;
 }
 
+/* Moves queued jobs into free slots, as many as the governor's batch cap
+ * lets run. Called with s->lock held. */
 static void admit(struct nb_sched *s)
 {
 	uint32_t cap = atomic_load_explicit(&s->batch_cap, memory_order_relaxed), n = running(s);

@@ -11,7 +11,7 @@
 # missing, unreadable, garbage and jumping, GPIO lines failing (no GPIO chip
 # here: the real libgpiod calls report it; the recorder fails on demand),
 # cpufreq not writable -- the server keeps serving and reports degraded.
-# Needs build/t-x86_64/nibble. About 70 s.
+# Needs build/t-x86_64/nibble. About 80 s.
 set -u
 . tests/lib.sh
 NB=${NIBBLE:-build/t-x86_64/nibble}
@@ -129,8 +129,8 @@ stop_server
 # ---- power budget (Jetson Orin Nano tree: INA3221 VDD_IN) -------------------
 newroot jetson-orin-nano
 start_server "$tmp/root" --power-budget 5 --gpio none
-pw=$($MODEL --root "$tmp/root" --pid "$pid" --sock "$SOCK" --seconds 10 --t0 40 --ambient 25 \
-	--target 96 --settle 0.4)
+pw=$($MODEL --root "$tmp/root" --pid "$pid" --sock "$SOCK" --seconds 12 --t0 40 --ambient 25 \
+	--target 96 --settle 0.5)
 stop_server
 echo "# power budget 5 W: $pw"
 check "power budget: mean power after settling within 5 W + 5% (full load: $(field "$off" mean_p) W)" \
