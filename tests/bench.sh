@@ -39,3 +39,8 @@ echo "== contention: TinyLlama-1.1B shape q4_g32, default threads against -t 1, 
 echo "   with a busy loop pinned to each core in turn; 200-token generations, nibble run and one nibble serve stream"
 python3 tests/bench_contention.py $NB build/bench/models/tinyllama-q4.nib build/bench 3 200
 rm -f build/bench/models/tinyllama-q4.nib
+echo
+echo "== governor: simulated Raspberry Pi 5 (first-order thermal model, docs/governor.md), 10 simulated"
+echo "   minutes of 4 concurrent streams (stories260K), the simulated firmware throttling from 80 C:"
+echo "   naive run against the governor"
+sh tests/bench_governor.sh $NB build/bench/models/stories260K.nib build/bench

@@ -10,6 +10,7 @@
 #include "runtime/model/pool.h"
 #include "runtime/model/sampler.h"
 #include "runtime/model/stop.h"
+#include "runtime/server/governor.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@ enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_STOP, O_CT
        O_NOECHO, O_NOBOS };
 
 struct run_opts {
+	bool governor;             /* run the power/thermal governor, with gov */
+	struct nb_govern_opts gov;
 	const char *model;
 	const char *prompt;
 	uint32_t n_predict;
@@ -119,6 +122,7 @@ static int parse_opts(struct run_opts *o, int argc, char **argv)
 		{ "seed", required_argument, NULL, O_SEED }, { "stop", required_argument, NULL, O_STOP },
 		{ "ctx", required_argument, NULL, O_CTX }, { "no-echo", no_argument, NULL, O_NOECHO },
 		{ "no-bos", no_argument, NULL, O_NOBOS },    { "threads", required_argument, NULL, 't' },
+		NB_GOVERN_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, ret = 0;
@@ -144,7 +148,16 @@ static int parse_opts(struct run_opts *o, int argc, char **argv)
 				       NB_STOP_MAX_LEN, NB_STOP_MAX);
 			break;
 		case '?': return -NB_EINVAL;
-		default: ret = parse_sampling(&o->sp, c, optarg); break;
+		default:
+			if (c < NB_GOVERN_O_FIRST || c > NB_GOVERN_O_LAST) {
+				ret = parse_sampling(&o->sp, c, optarg);
+			} else if (!IS_ENABLED(CONFIG_GOVERNOR)) {
+				nb_usage_error("run", "this build has no governor (CONFIG_GOVERNOR)");
+				ret = -NB_EINVAL;
+			} else {
+				ret = nb_govern_parse_opt(&o->gov, &o->governor, "run", c, optarg);
+			}
+			break;
 		}
 	}
 	if (!ret && optind != argc) {
@@ -162,10 +175,54 @@ struct gen_stats {
 	size_t n_prompt, n_gen;
 };
 
+/* The governor of a run: ticked between tokens; its actuators are the
+ * pool's active threads and a pause after each token (pacing). */
+struct run_gov {
+	struct nb_govern g;
+	struct nb_pool *pool;
+	double duty, owed;
+	bool on;
+};
+
+static void run_apply(void *arg, const struct nb_gov_out *o)
+{
+	struct run_gov *rg = arg;
+
+	nb_pool_set_active(rg->pool, o->threads);
+	rg->duty = o->duty;
+}
+
+/* After a token that took step_s: the governor's tick, then the pause its
+ * duty asks for, paid in sleeps of at least 2 ms (as the server's). */
+static void run_govern(struct run_gov *rg, double step_s)
+{
+	struct timespec ts;
+	double t;
+
+	if (!IS_ENABLED(CONFIG_GOVERNOR) || !rg->on)
+		return;
+	nb_govern_poll(&rg->g, nb_sys_now(), 0, true);
+	if (rg->duty >= 1) {
+		rg->owed = 0;
+		return;
+	}
+	rg->owed += step_s * (1 - rg->duty) / rg->duty;
+	if (rg->owed < 0.002)
+		return;
+	if (rg->owed > 0.25)
+		rg->owed = 0.25;
+	t = nb_sys_now();
+	ts.tv_sec = (time_t)rg->owed;
+	ts.tv_nsec = (long)((rg->owed - (double)ts.tv_sec) * 1e9);
+	nanosleep(&ts, NULL);
+	rg->owed -= nb_sys_now() - t;
+}
+
 /* Prompt, then sample until n_predict, EOS, a stop string or a full context. */
 static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
-		    const int32_t *ids, size_t n_ids, struct gen_stats *st)
+		    struct run_gov *rg, const int32_t *ids, size_t n_ids, struct gen_stats *st)
 {
+	double t_step;
 	const uint32_t ctx = o->ctx;
 	const struct nb_fwd_opts fo = { .max_ctx = ctx, .pool = pool };
 	struct nb_sampler smp;
@@ -203,7 +260,9 @@ static int generate(struct nb_llm *l, struct run_opts *o, struct nb_pool *pool,
 			nb_info("run: context of %u tokens is full", ctx);
 			break;
 		}
+		t_step = nb_sys_now();
 		ret = nb_fwd_token(&f, tok, pos, &logits);
+		run_govern(rg, nb_sys_now() - t_step);
 	}
 	nb_stop_flush(&o->stop, emit_stdout, NULL);
 	st->t_gen = (nb_sys_now() * 1e3) - t0 - st->t_prompt;
@@ -287,6 +346,7 @@ static int run_main(int argc, char **argv)
 {
 	struct run_opts o = { .n_predict = 256, .echo = 1, .add_bos = 1 };
 	struct gen_stats st = { 0 };
+	struct run_gov rg = { 0 };
 	struct nb_pool pool;
 	struct nb_cpu cpu;
 	struct nb_llm l;
@@ -328,9 +388,22 @@ static int run_main(int argc, char **argv)
 	ret = nb_pool_open(&pool, o.threads, NULL);
 	if (ret)
 		goto out;
+	rg.pool = &pool;
+	rg.duty = 1;
+	if (IS_ENABLED(CONFIG_GOVERNOR) && o.governor) {
+		ret = nb_govern_open(&rg.g, &o.gov, o.threads, 1);
+		if (ret) {
+			nb_pool_close(&pool);
+			goto out;
+		}
+		nb_govern_set_apply(&rg.g, run_apply, &rg);
+		rg.on = true;
+	}
 	if (o.echo)
 		emit_stdout(NULL, o.prompt, strlen(o.prompt));
-	ret = generate(&l, &o, &pool, ids, st.n_prompt, &st);
+	ret = generate(&l, &o, &pool, &rg, ids, st.n_prompt, &st);
+	if (IS_ENABLED(CONFIG_GOVERNOR) && rg.on)
+		nb_govern_close(&rg.g);
 	nb_pool_close(&pool);
 	printf("\n");
 	if (ret)
@@ -377,6 +450,7 @@ const struct nb_applet nb_applet_run = {
 		 "  -t, --threads N         worker threads (the CPUs, at most "
 		 NB_KCONFIG_STR(CONFIG_MAX_THREADS) ")\n"
 		 "  -v, --verbose           print load time, time to first token, tokens/s\n\n"
+		 NB_GOVERN_USAGE "\n"
 		 "Sampling applies, in this order: the repetition penalty (a recent token's\n"
 		 "positive logit divided by R, a negative one multiplied), then --temp 0 takes\n"
 		 "the most likely token (the lowest id on ties); else temperature, top-k,\n"

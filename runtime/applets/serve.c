@@ -100,6 +100,13 @@ static int parse_opt(struct nb_server_opts *o, int c, const char *arg)
 	unsigned long long v;
 	int ret = 0;
 
+	if (c >= NB_GOVERN_O_FIRST && c <= NB_GOVERN_O_LAST) {
+		if (!IS_ENABLED(CONFIG_GOVERNOR)) {
+			nb_usage_error("serve", "this build has no governor (CONFIG_GOVERNOR)");
+			return -NB_EINVAL;
+		}
+		return nb_govern_parse_opt(&o->gov, &o->governor, "serve", c, arg);
+	}
 	switch (c) {
 	case 'm': o->model = arg; break;
 	case 's': o->socket_path = arg; break;
@@ -199,7 +206,8 @@ static int serve_main(int argc, char **argv)
 		{ "max-tokens", required_argument, NULL, O_MAXTOK },
 		{ "slots-dir", required_argument, NULL, O_SLOTS_DIR },
 		{ "health-timeout", required_argument, NULL, O_HEALTH_TIMEOUT },
-		{ "health-max-ms", required_argument, NULL, O_HEALTH_MAX_MS }, { NULL, 0, NULL, 0 },
+		{ "health-max-ms", required_argument, NULL, O_HEALTH_MAX_MS },
+		NB_GOVERN_OPTIONS, { NULL, 0, NULL, 0 },
 	};
 	struct nb_server_opts o;
 	struct nb_trial_opts trial;
@@ -281,6 +289,7 @@ const struct nb_applet nb_applet_serve = {
 		 "      --read-timeout S      seconds to receive a request (10), then 408\n"
 		 "      --grace S             seconds to finish on SIGTERM (5)\n"
 		 "      --max-body BYTES      request body limit (1 MiB), then 413\n"
-		 "      --max-tokens N        cap of max_tokens (the context)\n",
+		 "      --max-tokens N        cap of max_tokens (the context)\n\n"
+		 NB_GOVERN_USAGE,
 	.main = serve_main,
 };

@@ -384,6 +384,27 @@ static void rest(struct nb_pool *p, struct nb_pool_worker *w, unsigned seen)
 	start_window(w, true);
 }
 
+/* A worker over the active cap sleeps on the gate until the cap takes it
+ * again, a run needs everyone (any generation after seen), or the close. */
+static void park(struct nb_pool *p, struct nb_pool_worker *w, unsigned seen)
+{
+	unsigned g;
+
+	atomic_fetch_add_explicit(&p->resting, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	for (;;) {
+		g = atomic_load_explicit(&p->gate, memory_order_acquire);
+		if (atomic_load_explicit(&p->stop, memory_order_relaxed) ||
+		    w->index < atomic_load_explicit(&p->active, memory_order_relaxed) ||
+		    (atomic_load_explicit(&p->everyone, memory_order_relaxed) &&
+		     gen_of(atomic_load_explicit(&p->state, memory_order_relaxed)) != seen))
+			break;
+		futex_wait(&p->gate, g, 0);
+	}
+	atomic_fetch_sub_explicit(&p->resting, 1, memory_order_relaxed);
+	start_window(w, true);
+}
+
 static void *worker_main(void *v)
 {
 	struct nb_pool_worker *w = v;
@@ -399,6 +420,11 @@ static void *worker_main(void *v)
 		seen = gen_of(s);
 		if (atomic_load_explicit(&p->stop, memory_order_relaxed))
 			return NULL;
+		if (w->index >= atomic_load_explicit(&p->active, memory_order_relaxed) &&
+		    !atomic_load_explicit(&p->everyone, memory_order_relaxed)) {
+			park(p, w, seen);
+			continue;
+		}
 		ith = join(p, s, seen);
 		if (!ith)
 			continue; /* the caller got there first: nothing of it is ours */
@@ -543,6 +569,7 @@ int nb_pool_open(struct nb_pool *p, unsigned n_threads, const int *cpus)
 	atomic_init(&p->n_rests, 0);
 	atomic_init(&p->closed_at, 0);
 	atomic_init(&p->caller_busy, false);
+	atomic_init(&p->active, CONFIG_MAX_THREADS);
 	p->watch.fd = -2;
 	p->n_threads = n_threads;
 	if (sched_getaffinity(0, sizeof(p->allowed), &p->allowed))
@@ -655,6 +682,25 @@ void nb_pool_run(struct nb_pool *p, nb_pool_fn fn, void *arg)
 void nb_pool_set_spin(struct nb_pool *p, unsigned iterations)
 {
 	atomic_store_explicit(&p->spin, iterations, memory_order_relaxed);
+}
+
+void nb_pool_set_active(struct nb_pool *p, unsigned n)
+{
+	unsigned old;
+
+	if (p->n_threads == 0)
+		return;
+	n = n < 1 ? 1 : n > p->n_threads ? p->n_threads : n;
+	old = atomic_exchange_explicit(&p->active, n, memory_order_relaxed);
+	if (n > old)
+		open_gate(p);
+}
+
+unsigned nb_pool_active(struct nb_pool *p)
+{
+	unsigned n = atomic_load_explicit(&p->active, memory_order_relaxed);
+
+	return n < p->n_threads ? n : p->n_threads;
 }
 
 unsigned nb_pool_size(const struct nb_pool *p)

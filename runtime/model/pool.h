@@ -87,6 +87,7 @@ struct nb_pool {
 	atomic_uint resting;                     /* workers resting (on gate) */
 	atomic_ulong n_rests;                    /* rests taken, all workers */
 	atomic_bool caller_busy; /* the caller's core is busy: workers rest */
+	atomic_uint active;      /* threads shared runs may use (nb_pool_set_active) */
 
 	/* the caller's own watch on its core (see pool.c) */
 	struct {
@@ -135,6 +136,12 @@ void nb_pool_run(struct nb_pool *p, nb_pool_fn fn, void *arg);
  * futex: lower saves power, higher saves wake-up latency. 0 sleeps at
  * once. Takes effect at each thread's next wait. */
 void nb_pool_set_spin(struct nb_pool *p, unsigned iterations);
+
+/* Lets shared runs use only the first n threads (the caller included; 1..
+ * n_threads): the others park, off their cores, until the cap is raised
+ * (the power governor's actuator). nb_pool_run still uses every thread. */
+void nb_pool_set_active(struct nb_pool *p, unsigned n);
+unsigned nb_pool_active(struct nb_pool *p);
 
 /* Threads of a run (the caller included), 0 when closed. */
 unsigned nb_pool_size(const struct nb_pool *p);

@@ -221,15 +221,29 @@ static int start_slot(struct nb_sched *s, struct nb_slot *sl, struct nb_job *j)
 	return 0;
 }
 
-/* Moves queued jobs into free slots. Called with s->lock held. */
+/* Slots with a job. */
+static uint32_t running(const struct nb_sched *s)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < s->o.slots; i++)
+		n += s->slots[i].job != NULL;
+	return n;
+}
+
+/* Moves queued jobs into free slots, as many as the governor's batch cap
+ * lets run. Called with s->lock held. */
 static void admit(struct nb_sched *s)
 {
-	for (uint32_t i = 0; i < s->o.slots && s->q_len > 0; i++) {
+	uint32_t cap = atomic_load_explicit(&s->batch_cap, memory_order_relaxed), n = running(s);
+
+	for (uint32_t i = 0; i < s->o.slots && s->q_len > 0 && (!cap || n < cap); i++) {
 		struct nb_slot *sl = &s->slots[i];
 		struct nb_job *j;
 
 		if (sl->job)
 			continue;
+		n++;
 		j = s->queue[s->q_head];
 		s->q_head = (s->q_head + 1) % s->o.queue;
 		s->q_len--;
@@ -399,10 +413,60 @@ static void wait_news_taken(struct nb_sched *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
+void nb_sched_throttle(struct nb_sched *s, double duty, uint32_t batch)
+{
+	unsigned ppm = duty >= 1 || !(duty > 0) ? 1000000u : (unsigned)(duty * 1e6) + 1;
+
+	atomic_store_explicit(&s->duty_ppm, ppm, memory_order_relaxed);
+	atomic_store_explicit(&s->batch_cap, batch, memory_order_relaxed);
+}
+
+/* The governor's pacing: idles in proportion to the steps taken, so that
+ * steps take duty of the time whatever their length. The idle time owed is
+ * paid in sleeps of at least PACE_MIN_S: a sleep per step of a small model
+ * (tens of microseconds) would cost more in wake-ups and timer slack than
+ * it saves. A stop ends it. */
+#define PACE_MIN_S 0.002
+#define PACE_MAX_S 0.25
+
+static void pace(struct nb_sched *s, double step_s, double *owed)
+{
+	unsigned ppm = atomic_load_explicit(&s->duty_ppm, memory_order_relaxed);
+	double until, left, slept;
+	struct timespec ts;
+
+	if (ppm >= 1000000u || ppm == 0) {
+		*owed = 0;
+		return;
+	}
+	*owed += step_s * (1e6 - ppm) / ppm;
+	if (*owed < PACE_MIN_S)
+		return;
+	if (*owed > PACE_MAX_S)
+		*owed = PACE_MAX_S;
+	slept = nb_sys_now();
+	until = slept + *owed;
+	pthread_mutex_lock(&s->lock);
+	while (!s->stopping && (left = until - nb_sys_now()) > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)left;
+		ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->pace_wake, &s->lock, &ts);
+	}
+	pthread_mutex_unlock(&s->lock);
+	slept = nb_sys_now() - slept;
+	*owed -= slept; /* an oversleep is credited to the next steps */
+	atomic_store(&s->paced_s, atomic_load(&s->paced_s) + slept);
+}
+
 static void *sched_main(void *arg)
 {
 	struct nb_sched *s = arg;
-	double w_start = nb_sys_now();
+	double w_start = nb_sys_now(), t0, owed = 0;
 	unsigned long w_tokens = 0;
 
 	for (;;) {
@@ -417,10 +481,13 @@ static void *sched_main(void *arg)
 		}
 		admit(s);
 		pthread_mutex_unlock(&s->lock);
+		t0 = nb_sys_now();
 		step(s);
+		t0 = nb_sys_now() - t0;
 		notify(s);
 		update_rate(s, &w_start, &w_tokens);
 		wait_news_taken(s);
+		pace(s, t0, &owed);
 	}
 	drain(s);
 	return NULL;
@@ -596,6 +663,16 @@ static int alloc_scratch(struct nb_sched *s, uint32_t rows)
 		       ? 0 : -NB_ENOMEM;
 }
 
+static void init_monotonic_cond(pthread_cond_t *c)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_sched_opts *o)
 {
 	const uint32_t rows = o->slots + o->chunk;
@@ -607,6 +684,10 @@ int nb_sched_open(struct nb_sched *s, const struct nb_llm *llm, const struct nb_
 	s->llm = llm;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->wake, NULL);
+	init_monotonic_cond(&s->pace_wake);
+	atomic_init(&s->duty_ppm, 1000000u);
+	atomic_init(&s->batch_cap, 0);
+	atomic_init(&s->paced_s, 0.0);
 	pthread_cond_init(&s->tok_wake, NULL);
 	if (o->slots == 0 || o->queue == 0 || o->chunk == 0 || o->ctx == 0 ||
 	    o->ctx > llm->model.hp.seq_len) {
@@ -650,6 +731,7 @@ void nb_sched_stop(struct nb_sched *s)
 	s->stopping = true;
 	pthread_cond_signal(&s->wake);
 	pthread_cond_signal(&s->tok_wake);
+	pthread_cond_signal(&s->pace_wake);
 	pthread_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
 	if (s->tok_started) /* cancels the prompts it has not tokenized */
@@ -682,6 +764,7 @@ void nb_sched_close(struct nb_sched *s)
 	free(s->slots);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->wake);
+	pthread_cond_destroy(&s->pace_wake);
 	pthread_cond_destroy(&s->tok_wake);
 	/* Closed and zeroed: closing again is harmless. */
 	memset(s, 0, sizeof(*s));

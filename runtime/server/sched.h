@@ -130,6 +130,7 @@ struct nb_sched {
 	pthread_t thread;
 	pthread_mutex_t lock; /* guards queue, ready, stopping */
 	pthread_cond_t wake;
+	pthread_cond_t pace_wake; /* CLOCK_MONOTONIC: the pacing's idle */
 	struct nb_job **queue;
 	uint32_t q_head, q_len;
 	struct nb_job *ready; /* jobs with news for the submitter */
@@ -141,6 +142,10 @@ struct nb_sched {
 	uint32_t n_tok;       /* text jobs not yet queued: they hold places of the queue */
 	bool tok_started;
 	struct nb_sched_stats stats;
+	/* set by the governor between steps (nb_sched_throttle) */
+	atomic_uint duty_ppm;   /* share of the time steps may take, in 1e-6 */
+	atomic_uint batch_cap;  /* slots that may run at once */
+	_Atomic double paced_s; /* idle time the pacing added, in total */
 	/* batch scratch, [max rows] */
 	int32_t *tokens;
 	uint32_t *pos;
@@ -167,5 +172,9 @@ int nb_sched_submit(struct nb_sched *s, struct nb_job *j);
  * this call between steps that had news: the submitter must make it soon
  * after every notification. */
 struct nb_job *nb_sched_ready(struct nb_sched *s);
+/* Throttles the scheduler from the next step on: after a step that took t,
+ * it idles t * (1 - duty) / duty (duty in (0, 1], 1: no pacing), and at
+ * most batch slots run at once (running ones finish; 0: all). */
+void nb_sched_throttle(struct nb_sched *s, double duty, uint32_t batch);
 
 #endif

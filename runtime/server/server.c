@@ -7,8 +7,11 @@
 #include "kernels/cpu.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/base/err.h"
+#include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
 #include "runtime/server/openai.h"
+
+#include <cjson/cJSON.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -90,7 +93,13 @@ struct server {
 	int64_t created;
 	atomic_ulong http_by_status[6]; /* 1xx..5xx, index status / 100 */
 	atomic_ulong conns_total, conns_refused;
+	struct nb_govern gov; /* open once loaded, if o->governor */
+	bool gov_on;
 };
+
+/* The governor's code is linked only with CONFIG_GOVERNOR: a constant
+ * false lets the compiler drop every call. */
+#define GOV_ON(s) (IS_ENABLED(CONFIG_GOVERNOR) && (s)->gov_on)
 
 /* epoll tags for the non-connection descriptors */
 static char tag_signal, tag_event, tag_unix, tag_tcp, tag_load;
@@ -471,14 +480,63 @@ static void send_health(struct server *s, struct conn *c)
 {
 	const char *st = !s->loaded ? "loading" : s->stopping ? "stopping"
 			 : atomic_load(&s->sched.stats.queue_depth) >= s->sched.o.queue ? "degraded"
+			 : GOV_ON(s) && s->gov.degraded ? "degraded"
 			 : "ready";
-	char body[160];
-	int n = snprintf(body, sizeof(body),
-			 "{\"status\":\"%s\",\"slots\":%u,\"busy_slots\":%u,\"queue_depth\":%u}\n", st,
-			 s->sched.o.slots, atomic_load(&s->sched.stats.busy_slots),
-			 atomic_load(&s->sched.stats.queue_depth));
+	char body[1024], gov[768] = "null";
+	int n;
+
+	if (GOV_ON(s) && nb_govern_json(&s->gov, gov, sizeof(gov)) < 0)
+		snprintf(gov, sizeof(gov), "null");
+	n = snprintf(body, sizeof(body),
+		     "{\"status\":\"%s\",\"slots\":%u,\"busy_slots\":%u,\"queue_depth\":%u,"
+		     "\"governor\":%s}\n", st, s->sched.o.slots,
+		     atomic_load(&s->sched.stats.busy_slots), atomic_load(&s->sched.stats.queue_depth),
+		     gov);
 	respond(s, c, strcmp(st, "ready") && strcmp(st, "degraded") ? 503 : 200,
 		"application/json", body, (size_t)n, NULL);
+}
+
+/* GET /admin/governor: the governor's state; POST: {"mode": "quiet",
+ * "budget_w": 5} changes mode and budget at run time (either may be left
+ * out; budget_w 0 removes the budget). Authorized like every request: a
+ * peer the socket lets in, or a TCP client with the API key. */
+static void admin_governor(struct server *s, struct conn *c, const struct nb_http_req *r)
+{
+	const cJSON *mode, *budget;
+	cJSON *root = NULL;
+	char body[768];
+	int n;
+
+	if (!GOV_ON(s)) {
+		respond_error(s, c, 404, "the governor is off (nibble serve --governor)", NULL);
+		return;
+	}
+	if (r->method == NB_HTTP_POST) {
+		root = cJSON_ParseWithLength(r->body, r->body_len);
+		mode = root ? cJSON_GetObjectItemCaseSensitive(root, "mode") : NULL;
+		budget = root ? cJSON_GetObjectItemCaseSensitive(root, "budget_w") : NULL;
+		if (!cJSON_IsObject(root) || (mode && !cJSON_IsString(mode)) ||
+		    (budget && (!cJSON_IsNumber(budget) || budget->valuedouble < 0 ||
+				budget->valuedouble > 1000)) ||
+		    nb_govern_set(&s->gov, mode ? mode->valuestring : NULL,
+				  budget ? budget->valuedouble : -1)) {
+			cJSON_Delete(root);
+			respond_error(s, c, 400, "expected {\"mode\": \"performance|balanced|quiet|off\", "
+				      "\"budget_w\": 0..1000}", NULL);
+			return;
+		}
+		cJSON_Delete(root);
+	} else if (r->method != NB_HTTP_GET && r->method != NB_HTTP_HEAD) {
+		respond_error(s, c, 405, "use GET or POST", "Allow: GET, POST\r\n");
+		return;
+	}
+	n = nb_govern_json(&s->gov, body, sizeof(body) - 1);
+	if (n < 0) {
+		respond_error(s, c, 500, "governor state too long", NULL);
+		return;
+	}
+	body[n++] = '\n';
+	respond(s, c, 200, "application/json", body, (size_t)n, NULL);
 }
 
 static void send_models(struct server *s, struct conn *c)
@@ -641,6 +699,8 @@ static void handle_request(struct server *s, struct conn *c)
 		get ? send_health(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
 	} else if (path_is(r, "/metrics")) {
 		get ? send_metrics(s, c) : respond_error(s, c, 405, "use GET", "Allow: GET\r\n");
+	} else if (path_is(r, "/admin/governor")) {
+		admin_governor(s, c, r);
 	} else if (!s->loaded && (path_is(r, "/v1/models") || path_is(r, "/v1/completions") ||
 				  path_is(r, "/v1/chat/completions"))) {
 		respond_error(s, c, 503, "the model is still loading", "Retry-After: 1\r\n");
@@ -1145,6 +1205,17 @@ static void metric(struct nb_openai_buf *b, const char *name, const char *type, 
 	nb_openai_buf_append(b, line, (size_t)n);
 }
 
+static void metric_governor(struct server *s, struct nb_openai_buf *b)
+{
+	char page[4096];
+	int n = nb_govern_metrics(&s->gov, page, sizeof(page));
+
+	if (n < 0)
+		b->failed = true;
+	else
+		nb_openai_buf_append(b, page, (size_t)n);
+}
+
 static void send_metrics(struct server *s, struct conn *c)
 {
 	static const char *const outcome[] = { "running", "stop", "length", "cancelled", "error" };
@@ -1192,6 +1263,8 @@ static void send_metrics(struct server *s, struct conn *c)
 	metric(&b, "nibble_connections_refused_total", "counter",
 	       "Connections refused (limit, allowlist, shutdown).", "",
 	       (double)atomic_load(&s->conns_refused));
+	if (GOV_ON(s))
+		metric_governor(s, &b);
 	if (b.failed) /* never a page with lines missing */
 		respond_failed(s, c);
 	else
@@ -1445,6 +1518,15 @@ static void *load_main(void *arg)
 	return NULL;
 }
 
+/* The governor's actuators that are the server's: threads, pacing, batch. */
+static void apply_governor(void *arg, const struct nb_gov_out *o)
+{
+	struct server *s = arg;
+
+	nb_pool_set_active(&s->sched.pool, o->threads);
+	nb_sched_throttle(&s->sched, o->duty, o->batch);
+}
+
 /* Called on load_fd: the model is ready, or the server gives up. */
 static int loaded(struct server *s)
 {
@@ -1458,6 +1540,14 @@ static int loaded(struct server *s)
 		nb_err("serve: cannot set up %u slots of %u positions: %s", s->so.slots, s->so.ctx,
 		       nb_strerror(s->load_ret));
 		return s->load_ret;
+	}
+	if (s->o->governor && IS_ENABLED(CONFIG_GOVERNOR)) {
+		int ret = nb_govern_open(&s->gov, &s->o->gov, nb_pool_size(&s->sched.pool),
+					 s->sched.o.slots);
+		if (ret)
+			return ret;
+		nb_govern_set_apply(&s->gov, apply_governor, s);
+		s->gov_on = true;
 	}
 	s->loaded = true;
 	nb_info("serve: ready: %s, %u slots x %u positions, queue %u, %u threads", s->model_name,
@@ -1543,6 +1633,8 @@ static void teardown(struct server *s)
 		close(s->ep);
 	if (s->sfd >= 0)
 		close(s->sfd);
+	if (GOV_ON(s))
+		nb_govern_close(&s->gov);
 	nb_sched_close(&s->sched);
 	if (s->efd >= 0)
 		close(s->efd);
@@ -1561,7 +1653,8 @@ int nb_server_run(const struct nb_server_opts *o)
 		return -NB_ENOMEM;
 	ret = setup(s, o);
 	while (!ret) {
-		int n = epoll_wait(s->ep, evs, 64, 250);
+		/* the governor's LED patterns change every 1/8 s */
+		int n = epoll_wait(s->ep, evs, 64, GOV_ON(s) ? 40 : 250);
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 			if (p == &tag_signal) {
@@ -1581,6 +1674,9 @@ int nb_server_run(const struct nb_server_opts *o)
 			}
 		}
 		bury(s);
+		if (GOV_ON(s))
+			nb_govern_poll(&s->gov, nb_sys_now(), atomic_load(&s->sched.stats.queue_depth),
+				       atomic_load(&s->sched.stats.busy_slots) > 0);
 		if (nb_sys_now() - last_tick >= 0.25) {
 			check_timeouts(s);
 			last_tick = nb_sys_now();

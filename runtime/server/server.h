@@ -5,6 +5,7 @@
 #define NB_SERVER_H
 
 #include "runtime/server/http.h"
+#include "runtime/server/governor.h"
 #include "runtime/server/sched.h"
 
 #include <sys/types.h>
@@ -29,6 +30,8 @@ struct nb_server_opts {
 	double grace;              /* on SIGTERM: seconds in-flight requests may finish */
 	size_t max_out;            /* bytes queued for a slow reader before it is dropped */
 	uint32_t max_tokens;       /* cap of max_tokens (0: the context) */
+	bool governor;              /* run the power/thermal governor, with gov */
+	struct nb_govern_opts gov;
 	struct nb_sched_opts sched; /* ctx: nb_llm_context's */
 	struct nb_http_limits http;
 };

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "runtime/base/err.h"
+#include "runtime/base/sys.h"
 #include "runtime/server/sched.h"
 #include "tools/import/ckpt.h"
 #include "tools/import/image_write.h"
@@ -167,6 +168,90 @@ static void test_batching_never_changes_results(void **state)
 	/* The first story is the reference continuation. */
 	assert_memory_equal(alone[0].text, ", there was a little girl named Lily.", 37);
 	assert_true(atomic_load(&s.stats.gen_tokens) > 16 * 20);
+	nb_sched_close(&s);
+}
+
+/* The governor's pacing idles the steps to duty of the time (here with a
+ * batch cap too); neither changes a token. */
+static void test_throttle_paces(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[4];
+	static struct result free_run[4], paced[4];
+	struct nb_sched_opts o = opts(f, 4, 8, 8);
+	double t0, took;
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = make_job(f, prompts[i], 120, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	}
+	collect(f, &s, jobs, free_run, 4);
+	for (int i = 0; i < 4; i++)
+		nb_job_unref(jobs[i]);
+	assert_true(atomic_load(&s.paced_s) == 0);
+	nb_sched_throttle(&s, 0.25, 2);
+	t0 = nb_sys_now();
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = make_job(f, prompts[i], 120, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	}
+	collect(f, &s, jobs, paced, 4);
+	took = nb_sys_now() - t0;
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(paced[i].len, free_run[i].len);
+		assert_memory_equal(paced[i].text, free_run[i].text, free_run[i].len);
+		nb_job_unref(jobs[i]);
+	}
+	/* three quarters of the time idle, less what waking up costs */
+	assert_true(atomic_load(&s.paced_s) >= 0.5 * took);
+	nb_sched_close(&s);
+}
+
+/* The batch cap: with 2, never more than 2 slots busy. */
+static void test_batch_cap(void **state)
+{
+	struct fx *f = *state;
+	struct nb_sched s;
+	struct nb_job *jobs[4];
+	static struct result r[4];
+	struct nb_sched_opts o = opts(f, 4, 8, 8);
+	unsigned most = 0;
+	size_t done = 0;
+
+	assert_int_equal(nb_sched_open(&s, &f->llm, &o), 0);
+	nb_sched_throttle(&s, 1, 2);
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = make_job(f, prompts[i], 40, 0.0f, 0);
+		assert_int_equal(nb_sched_submit(&s, jobs[i]), 0);
+	}
+	while (done < 4) {
+		uint64_t v;
+		assert_int_equal(read(f->efd, &v, sizeof(v)), sizeof(v));
+		for (struct nb_job *j = nb_sched_ready(&s), *next; j; j = next) {
+			unsigned busy = atomic_load(&s.stats.busy_slots);
+			char *buf;
+			size_t len;
+			next = j->next_ready;
+			most = busy > most ? busy : most;
+			for (int i = 0; i < 4; i++) {
+				enum nb_finish fin;
+				if (jobs[i] != j || r[i].finish)
+					continue;
+				fin = nb_job_take(j, &buf, &len, &r[i].n_gen);
+				free(buf);
+				if (fin) {
+					r[i].finish = fin;
+					done++;
+				}
+			}
+			nb_job_unref(j);
+		}
+	}
+	assert_true(most >= 1 && most <= 2);
+	for (int i = 0; i < 4; i++)
+		nb_job_unref(jobs[i]);
 	nb_sched_close(&s);
 }
 
@@ -501,6 +586,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_batching_never_changes_results),
 		cmocka_unit_test(test_sampled_jobs_are_reproducible),
+		cmocka_unit_test(test_throttle_paces),
+		cmocka_unit_test(test_batch_cap),
 		cmocka_unit_test(test_queue_full_and_too_long),
 		cmocka_unit_test(test_cancel_frees_the_slot),
 		cmocka_unit_test(test_stop_string_and_length),
