@@ -284,6 +284,7 @@ int nb_tls_connect(struct nb_tls_conn *c, struct nb_tls_ctx *t)
 		goto fail;
 	}
 	c->net.fd = fd;
+	c->tcp_up = true;
 	ret = -NB_EIO;
 	if (mbedtls_ssl_setup(&c->ssl, &t->conf) ||
 	    mbedtls_ssl_set_hostname(&c->ssl, t->host)) /* SNI and the name checked */

@@ -51,6 +51,7 @@ struct nb_tls_conn {
 	mbedtls_ssl_context ssl;
 	mbedtls_net_context net;
 	double deadline; /* of the read under way (monotonic seconds) */
+	bool tcp_up;     /* the TCP connection was made (a failure after it was TLS's) */
 	bool connected;
 };
 

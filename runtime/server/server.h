@@ -6,6 +6,7 @@
 
 #include "runtime/server/http.h"
 #include "runtime/server/sched.h"
+#include "runtime/server/uplink.h"
 
 #include <sys/types.h>
 
@@ -31,6 +32,7 @@ struct nb_server_opts {
 	uint32_t max_tokens;       /* cap of max_tokens (0: the context) */
 	struct nb_sched_opts sched; /* ctx: nb_llm_context's */
 	struct nb_http_limits http;
+	struct nb_uplink_opts uplink; /* url NULL: every request is served here */
 };
 
 void nb_server_opts_default(struct nb_server_opts *o);
