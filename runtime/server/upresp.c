@@ -30,10 +30,10 @@ static int grow(char **buf, size_t *cap, size_t need)
 	size_t c = *cap ? *cap : 256;
 	char *n;
 
-	if (need <= *cap)
-		return 0;
 	if (need > NB_UPRESP_MAX_EVENT + 2)
 		return -NB_EFORMAT;
+	if (need <= *cap)
+		return 0;
 	while (c < need)
 		c *= 2;
 	n = realloc(*buf, c);
