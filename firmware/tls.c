@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -227,6 +229,9 @@ static int tcp_connect(struct nb_tls_ctx *t, double deadline)
 		return err == ETIMEDOUT ? -NB_ETIMEDOUT : -NB_EIO;
 	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	/* a request is one write; an answer's small records must not wait for
+	 * ACKs (Nagle against delayed ACKs costs 40 ms a round trip) */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	return fd;
 }
 

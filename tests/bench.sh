@@ -39,3 +39,7 @@ echo "== contention: TinyLlama-1.1B shape q4_g32, default threads against -t 1, 
 echo "   with a busy loop pinned to each core in turn; 200-token generations, nibble run and one nibble serve stream"
 python3 tests/bench_contention.py $NB build/bench/models/tinyllama-q4.nib build/bench 3 200
 rm -f build/bench/models/tinyllama-q4.nib
+echo
+echo "== uplink: time to first token through a board's --uplink against the same cloud directly"
+echo "   (stories260K nibble serve behind nginx TLS on loopback, 8-token streamed completions)"
+sh tests/bench_uplink.sh $NB build/bench

@@ -356,6 +356,21 @@ out:
 	return a;
 }
 
+/* Head and body in one TLS record where they fit: one segment on the wire. */
+static int send_request(struct nb_tls_conn *c, const char *head, size_t n, const struct nb_upreq *q)
+{
+	char *all = malloc(n + q->len);
+	int ret;
+
+	if (!all)
+		return -NB_ENOMEM;
+	memcpy(all, head, n);
+	memcpy(all + n, q->body, q->len);
+	ret = nb_tls_send(c, all, n + q->len);
+	free(all);
+	return ret;
+}
+
 /* One try on a connection from the pool or a new one. */
 static enum attempt attempt(struct run *r, const struct nb_upreq *q, bool fresh,
 			    enum nb_uplink_fail *why)
@@ -386,9 +401,7 @@ static enum attempt attempt(struct run *r, const struct nb_upreq *q, bool fresh,
 		atomic_fetch_add(&u->stats.reuses, 1);
 	}
 	n = build_head(u, q, head, sizeof(head));
-	ret = n < 0 ? n : nb_tls_send(c, head, (size_t)n);
-	if (!ret)
-		ret = nb_tls_send(c, q->body, q->len);
+	ret = n < 0 ? n : send_request(c, head, (size_t)n, q);
 	if (ret) {
 		a = reused ? A_RETRY : A_FAIL;
 		*why = NB_UPF_CUT;
