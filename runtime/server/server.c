@@ -1834,14 +1834,18 @@ static int setup(struct server *s, const struct nb_server_opts *o)
 
 static void teardown(struct server *s)
 {
+	bool running;
+
 	if (s->loader_running) /* stopped while loading: let it finish first */
 		pthread_join(s->loader, NULL);
-	/* Cancel what still runs: each job ends with an error its client gets. */
+	/* Cancel what still runs: each job ends with an error its client gets
+	 * (nb_sched_stop clears started). */
+	running = s->sched.started;
 	if (s->have_uplink)
 		nb_uplink_stop(&s->uplink);
-	if (s->sched.started)
+	if (running)
 		nb_sched_stop(&s->sched);
-	if (s->sched.started || s->have_uplink)
+	if (running || s->have_uplink)
 		on_sched_event(s);
 	for (struct conn *c = s->conns, *n; c; c = n) {
 		n = c->next;
