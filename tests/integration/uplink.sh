@@ -79,7 +79,7 @@ start_cloud() {
 }
 start_cloud
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P_GOOD=$(freeport) P_HOST=$(freeport) P_EXP=$(freeport) P_MTLS=$(freeport)
+P_GOOD=$(freeport) P_HOST=$(freeport) P_EXP=$(freeport) P_MTLS=$(freeport) P_CLOSED=$(freeport)
 mkdir "$tmp/ngx"
 site() { # PORT CERT [extra]
 	printf '\tserver {\n\t\tlisten 127.0.0.1:%s ssl;\n\t\tssl_certificate %s.pem;\n\t\tssl_certificate_key %s.key;\n%s\n' \
@@ -173,6 +173,25 @@ check_output "... /metrics counts the routes" 'nibble_route_total\{route="cloud"
 check_output "... and the cloud's tokens" '^nibble_uplink_completion_tokens_total [1-9]' $C http://x/metrics
 stop_board
 
+# A board with a small context: what does not fit goes to the cloud.
+start_board "$P_GOOD" --ctx 64
+long=$(python3 -c 'print("Once upon a time there was a dog. " * 8)')
+check_output "a prompt longer than the board's context: answered by the cloud" "^X-Nibble-Route: cloud\$" \
+	gen "{\"prompt\":\"$long\",\"max_tokens\":4}"
+# 238 bytes: under the 4-bytes-a-token estimate, over 64 tokens once tokenized.
+mid=$(python3 -c 'print("Once upon a time there was a dog. " * 7)')
+check_output "a prompt the tokenizer finds too long here: re-routed to the cloud" "^X-Nibble-Route: cloud\$" \
+	gen "{\"prompt\":\"$mid\",\"max_tokens\":4}"
+check_output "... counted once, as a cloud route" 'local"\} 0 nibble_route_total\{route="cloud"\} 2 $' \
+	sh -c "$C http://x/metrics | grep '^nibble_route_total' | tr '\n' ' '"
+check_output "max_tokens beyond the board's context: the cloud" "^X-Nibble-Route: cloud\$" \
+	gen '{"prompt":"Once","max_tokens":100}'
+check_output "... local-only, the prompt too long here: 400 context_length_exceeded" \
+	'"code":"context_length_exceeded"' gen "{\"prompt\":\"$long\",\"max_tokens\":4,\"local_only\":true}"
+check_output "... local-only, max_tokens too large here: 400" '"param":"max_tokens"' \
+	gen '{"prompt":"Once","max_tokens":100,"local_only":true}'
+stop_board
+
 # local-only as the device default: nothing leaves, even when asked.
 start_board "$P_GOOD" --local-only
 before=$(cloud_requests)
@@ -199,6 +218,7 @@ refused "wrong host name" "certificate is not trusted: .*(CN|Common Name)" "$P_H
 refused "expired certificate" "certificate is not trusted: .*expired" "$P_EXP"
 refused "pin mismatch" "public key does not match the pinned SHA-256" "$P_GOOD" --uplink-pin "$badpin"
 refused "no client certificate" "the cloud answered 400: .*(No required SSL certificate|certificate)" "$P_MTLS"
+refused "nothing listening" "cannot connect to localhost:$P_CLOSED" "$P_CLOSED"
 start_board "$P_GOOD" --uplink-pin "$pin"
 check_output "the right pin is accepted" "^X-Nibble-Route: cloud\$" gen "{$ask_cloud}"
 stop_board
