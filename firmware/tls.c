@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <mbedtls/base64.h>
@@ -232,6 +233,12 @@ static int tcp_connect(struct nb_tls_ctx *t, double deadline)
 	/* a request is one write; an answer's small records must not wait for
 	 * ACKs (Nagle against delayed ACKs costs 40 ms a round trip) */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	/* a peer that stops reading cannot hold a writer forever */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO,
+		   &(struct timeval){ .tv_sec = (time_t)t->connect_timeout,
+				      .tv_usec = (suseconds_t)((t->connect_timeout -
+								(double)(time_t)t->connect_timeout) * 1e6) },
+		   sizeof(struct timeval));
 	return fd;
 }
 
