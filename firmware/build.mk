@@ -1,6 +1,6 @@
 obj-y += firmware/digest.o
 obj-y += firmware/image.o firmware/tensor.o firmware/arch.o
-obj-y += firmware/atomic.o firmware/drbg.o firmware/fault.o firmware/sig.o firmware/trust.o firmware/verify.o firmware/manifest.o firmware/slots.o firmware/update.o firmware/https.o
+obj-y += firmware/atomic.o firmware/drbg.o firmware/fault.o firmware/sig.o firmware/trust.o firmware/verify.o firmware/manifest.o firmware/slots.o firmware/update.o firmware/tls.o firmware/https.o
 # The publisher's side (runtime/applets/Kconfig: HOST_SIGN).
 obj-$(CONFIG_HOST_SIGN) += firmware/sign.o
 

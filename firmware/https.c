@@ -1,5 +1,5 @@
 #include "firmware/https.h"
-#include "firmware/drbg.h"
+#include "firmware/tls.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
 
@@ -11,23 +11,16 @@
 #include <string.h>
 #include <strings.h>
 
-#include <mbedtls/error.h>
-#include <mbedtls/net_sockets.h>
-#include <mbedtls/ssl.h>
-#include <mbedtls/x509_crt.h>
 
 #define MAX_HEAD 16384
 #define BUF_SIZE 65536
 #define MAX_BODY (1ull << 40)
 
 struct conn {
-	struct nb_drbg rng;
-	mbedtls_x509_crt ca;
-	mbedtls_ssl_config conf;
-	mbedtls_ssl_context ssl;
-	mbedtls_net_context net;
+	struct nb_tls_ctx ctx;
+	struct nb_tls_conn tls;
 	const char *url;
-	bool connected;
+	double timeout;
 };
 
 int nb_https_parse_url(const char *url, char *host, size_t host_cap, char *port, size_t port_cap,
@@ -72,91 +65,11 @@ int nb_https_parse_url(const char *url, char *host, size_t host_cap, char *port,
 	return 0;
 }
 
-static const char *tls_error(int code, char *buf, size_t cap)
-{
-	mbedtls_strerror(code, buf, cap);
-	return buf;
-}
-
-static int setup(struct conn *c, const struct nb_https_opts *o, const char *host)
-{
-	char msg[128];
-	int ret;
-
-	mbedtls_x509_crt_init(&c->ca);
-	mbedtls_ssl_config_init(&c->conf);
-	mbedtls_ssl_init(&c->ssl);
-	mbedtls_net_init(&c->net);
-	ret = mbedtls_x509_crt_parse_file(&c->ca, o->ca_file);
-	if (ret != 0) {
-		nb_err("update: CA file %s: %s", o->ca_file, tls_error(ret, msg, sizeof(msg)));
-		return -NB_ENOENT;
-	}
-	if (mbedtls_ssl_config_defaults(&c->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
-					MBEDTLS_SSL_PRESET_DEFAULT))
-		return -NB_EIO;
-	mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
-	mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
-	mbedtls_ssl_conf_rng(&c->conf, nb_drbg_random, &c->rng);
-	mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-	mbedtls_ssl_conf_read_timeout(&c->conf, (uint32_t)((o->timeout > 0 ? o->timeout : 30) * 1000));
-	if (mbedtls_ssl_setup(&c->ssl, &c->conf) ||
-	    mbedtls_ssl_set_hostname(&c->ssl, host)) /* SNI and the name checked */
-		return -NB_EIO;
-	return 0;
-}
-
-static void teardown(struct conn *c)
-{
-	if (c->connected)
-		mbedtls_ssl_close_notify(&c->ssl);
-	mbedtls_net_free(&c->net);
-	mbedtls_ssl_free(&c->ssl);
-	mbedtls_ssl_config_free(&c->conf);
-	mbedtls_x509_crt_free(&c->ca);
-}
-
-static int handshake(struct conn *c, const char *host, const char *port)
-{
-	char msg[256];
-	int ret = mbedtls_net_connect(&c->net, host, port, MBEDTLS_NET_PROTO_TCP);
-
-	if (ret) {
-		nb_err("update: %s: cannot connect to %s:%s (%s)", c->url, host, port,
-		       tls_error(ret, msg, sizeof(msg)));
-		return -NB_EIO;
-	}
-	mbedtls_ssl_set_bio(&c->ssl, &c->net, mbedtls_net_send, NULL, mbedtls_net_recv_timeout);
-	while ((ret = mbedtls_ssl_handshake(&c->ssl)) != 0) {
-		if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
-			continue;
-		if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
-			uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
-			mbedtls_x509_crt_verify_info(msg, sizeof(msg), "", flags);
-			msg[strcspn(msg, "\n")] = '\0';
-			nb_err("update: %s: the server's certificate is not trusted: %s", c->url, msg);
-		} else {
-			nb_err("update: %s: TLS handshake failed: %s", c->url,
-			       tls_error(ret, msg, sizeof(msg)));
-		}
-		return ret == MBEDTLS_ERR_SSL_TIMEOUT ? -NB_ETIMEDOUT : -NB_EIO;
-	}
-	c->connected = true;
-	return 0;
-}
-
 static int send_all(struct conn *c, const char *buf, size_t len)
 {
-	while (len) {
-		int n = mbedtls_ssl_write(&c->ssl, (const unsigned char *)buf, len);
-		if (n == MBEDTLS_ERR_SSL_WANT_READ || n == MBEDTLS_ERR_SSL_WANT_WRITE)
-			continue;
-		if (n <= 0) {
-			nb_err("update: %s: sending the request failed", c->url);
-			return -NB_EIO;
-		}
-		buf += n;
-		len -= (size_t)n;
+	if (nb_tls_send(&c->tls, buf, len)) {
+		nb_err("update: %s: sending the request failed", c->url);
+		return -NB_EIO;
 	}
 	return 0;
 }
@@ -164,16 +77,7 @@ static int send_all(struct conn *c, const char *buf, size_t len)
 /* Some bytes, 0 at the end of the stream, or a negative error. */
 static int recv_some(struct conn *c, uint8_t *buf, size_t cap)
 {
-	for (;;) {
-		int n = mbedtls_ssl_read(&c->ssl, buf, cap);
-		if (n == MBEDTLS_ERR_SSL_WANT_READ || n == MBEDTLS_ERR_SSL_WANT_WRITE)
-			continue;
-		if (n == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || n == 0)
-			return 0;
-		if (n == MBEDTLS_ERR_SSL_TIMEOUT)
-			return -NB_ETIMEDOUT;
-		return n < 0 ? -NB_EIO : n;
-	}
+	return nb_tls_recv(&c->tls, buf, cap, c->timeout);
 }
 
 /* Status 200 and a Content-Length are required; no redirects, no chunks. */
@@ -301,22 +205,23 @@ int nb_https_get(const struct nb_https_opts *o, nb_https_sink sink, void *arg)
 {
 	char host[256], port[8];
 	const char *path;
-	struct conn c = { .url = o->url };
+	struct conn c = { .url = o->url, .timeout = o->timeout > 0 ? o->timeout : 30 };
 	int ret;
 
 	if (nb_https_parse_url(o->url, host, sizeof(host), port, sizeof(port), &path)) {
 		nb_err("update: '%s' is not an https://host[:port]/path URL", o->url);
 		return -NB_EINVAL;
 	}
-	ret = nb_drbg_open(&c.rng, "nibble update");
+	ret = nb_tls_ctx_open(&c.ctx, &(struct nb_tls_opts){ .who = "update", .host = host,
+							    .port = port, .ca_file = o->ca_file,
+							    .connect_timeout = c.timeout });
 	if (ret)
 		return ret;
-	ret = setup(&c, o, host);
-	if (!ret)
-		ret = handshake(&c, host, port);
-	if (!ret)
+	ret = nb_tls_connect(&c.tls, &c.ctx);
+	if (!ret) {
 		ret = transfer(&c, host, port, path, sink, arg);
-	teardown(&c);
-	nb_drbg_close(&c.rng);
-	return ret;
+		nb_tls_close(&c.tls);
+	}
+	nb_tls_ctx_close(&c.ctx);
+	return ret == -NB_EPERM ? -NB_EIO : ret;
 }

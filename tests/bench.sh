@@ -44,3 +44,7 @@ echo "== governor: simulated Raspberry Pi 5 (first-order thermal model, docs/gov
 echo "   minutes of 4 concurrent streams (stories260K), the simulated firmware throttling from 80 C:"
 echo "   naive run against the governor"
 sh tests/bench_governor.sh $NB build/bench/models/stories260K.nib build/bench
+echo
+echo "== uplink: time to first token through a board's --uplink against the same cloud directly"
+echo "   (stories260K nibble serve behind nginx TLS on loopback, 8-token streamed completions)"
+sh tests/bench_uplink.sh $NB build/bench

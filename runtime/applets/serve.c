@@ -80,7 +80,56 @@ static int add_gid(struct nb_server_opts *o, const char *s)
 
 enum { O_GROUP = 256, O_MODE, O_ALLOW_UID, O_ALLOW_GID, O_LISTEN, O_KEY, O_SLOTS, O_CTX,
        O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK,
-       O_SLOTS_DIR, O_HEALTH_TIMEOUT, O_HEALTH_MAX_MS };
+       O_SLOTS_DIR, O_HEALTH_TIMEOUT, O_HEALTH_MAX_MS, O_UPLINK, O_UP_KEY, O_UP_CA, O_UP_PIN,
+       O_UP_CERT, O_UP_CERT_KEY, O_UP_CONNECT, O_UP_TIMEOUT, O_UP_MAX, O_UP_WAIT, O_UP_MODEL,
+       O_LOCAL_ONLY, O_UP_BREAKER, O_UP_BACKOFF };
+
+/* The cloud uplink (runtime/server/uplink.h, docs/uplink.md). */
+static int parse_uplink_opt(struct nb_uplink_opts *u, int c, const char *arg, bool *any)
+{
+	unsigned long long v;
+	int ret = 0;
+
+	*any = c > O_UPLINK && c <= O_UP_BACKOFF && c != O_LOCAL_ONLY;
+	switch (c) {
+	case O_UPLINK: u->url = arg; break;
+	case O_UP_KEY: u->key_file = arg; break;
+	case O_UP_CA: u->ca_file = arg; break;
+	case O_UP_PIN: u->pin = arg; break;
+	case O_UP_CERT: u->cert_file = arg; break;
+	case O_UP_CERT_KEY: u->cert_key_file = arg; break;
+	case O_UP_CONNECT:
+		return nb_arg_float("serve", "--uplink-connect-timeout", arg, 0.05, 600, &u->connect_timeout);
+	case O_UP_TIMEOUT:
+		return nb_arg_float("serve", "--uplink-timeout", arg, 0.1, 3600, &u->read_timeout);
+	case O_UP_WAIT:
+		return nb_arg_float("serve", "--uplink-wait-target", arg, 0, 3600, &u->wait_target);
+	case O_UP_BACKOFF:
+		return nb_arg_float("serve", "--uplink-backoff", arg, 0.05, 3600, &u->breaker_backoff);
+	case O_UP_MAX:
+		ret = nb_arg_uint("serve", "--uplink-max", arg, 1, NB_UPLINK_MAX_CONC, &v);
+		u->max_concurrent = ret ? u->max_concurrent : (uint32_t)v;
+		break;
+	case O_UP_BREAKER:
+		ret = nb_arg_uint("serve", "--uplink-breaker", arg, 1, 1000, &v);
+		u->breaker_failures = ret ? u->breaker_failures : (uint32_t)v;
+		break;
+	case O_UP_MODEL:
+		if (u->n_map == NB_UPLINK_MAX_MAP) {
+			nb_usage_error("serve", "--uplink-model: at most %d of them", NB_UPLINK_MAX_MAP);
+			return -NB_EINVAL;
+		}
+		if (!*arg || *arg == '=' || (strchr(arg, '=') && !strchr(arg, '=')[1])) {
+			nb_usage_error("serve", "--uplink-model: '%s' is not NAME or NAME=CLOUDNAME", arg);
+			return -NB_EINVAL;
+		}
+		u->map[u->n_map++] = arg;
+		break;
+	case O_LOCAL_ONLY: u->local_only = true; break;
+	default: return 1;
+	}
+	return ret;
+}
 
 /* A/B slots (runtime/server/trial.h): options of their own. */
 static int parse_trial_opt(struct nb_trial_opts *t, int c, const char *arg)
@@ -207,19 +256,38 @@ static int serve_main(int argc, char **argv)
 		{ "slots-dir", required_argument, NULL, O_SLOTS_DIR },
 		{ "health-timeout", required_argument, NULL, O_HEALTH_TIMEOUT },
 		{ "health-max-ms", required_argument, NULL, O_HEALTH_MAX_MS },
+		{ "uplink", required_argument, NULL, O_UPLINK },
+		{ "uplink-key-file", required_argument, NULL, O_UP_KEY },
+		{ "uplink-ca", required_argument, NULL, O_UP_CA },
+		{ "uplink-pin", required_argument, NULL, O_UP_PIN },
+		{ "uplink-cert", required_argument, NULL, O_UP_CERT },
+		{ "uplink-cert-key", required_argument, NULL, O_UP_CERT_KEY },
+		{ "uplink-connect-timeout", required_argument, NULL, O_UP_CONNECT },
+		{ "uplink-timeout", required_argument, NULL, O_UP_TIMEOUT },
+		{ "uplink-max", required_argument, NULL, O_UP_MAX },
+		{ "uplink-wait-target", required_argument, NULL, O_UP_WAIT },
+		{ "uplink-model", required_argument, NULL, O_UP_MODEL },
+		{ "uplink-breaker", required_argument, NULL, O_UP_BREAKER },
+		{ "uplink-backoff", required_argument, NULL, O_UP_BACKOFF },
+		{ "local-only", no_argument, NULL, O_LOCAL_ONLY },
 		NB_GOVERN_OPTIONS, { NULL, 0, NULL, 0 },
 	};
 	struct nb_server_opts o;
 	struct nb_trial_opts trial;
 	char slot_model[PATH_MAX];
 	struct nb_llm llm;
-	bool slots = false;
+	bool slots = false, uplink_opts = false;
 	int c, r, ret;
 
 	nb_server_opts_default(&o);
 	nb_trial_opts_default(&trial);
 	while ((c = nb_getopt("serve", argc, argv, "m:s:t:", opts)) != -1) {
-		if ((r = parse_trial_opt(&trial, c, optarg)) <= 0) {
+		bool up;
+		if ((r = parse_uplink_opt(&o.uplink, c, optarg, &up)) <= 0) {
+			uplink_opts |= up;
+			if (r < 0)
+				return NB_EXIT_USAGE;
+		} else if ((r = parse_trial_opt(&trial, c, optarg)) <= 0) {
 			slots |= c == O_SLOTS_DIR;
 			if (r < 0)
 				return NB_EXIT_USAGE;
@@ -233,6 +301,13 @@ static int serve_main(int argc, char **argv)
 		return nb_usage_error("serve", "no model (-m MODEL.nib or --slots-dir DIR)");
 	if (o.model && slots)
 		return nb_usage_error("serve", "-m and --slots-dir exclude each other");
+	if (uplink_opts && !o.uplink.url)
+		return nb_usage_error("serve", "the --uplink-* options need --uplink URL");
+	if (o.uplink.url && !o.uplink.ca_file)
+		return nb_usage_error("serve", "--uplink needs --uplink-ca FILE (the CA the cloud's "
+				      "certificate must chain to)");
+	if (!o.uplink.cert_file != !o.uplink.cert_key_file)
+		return nb_usage_error("serve", "--uplink-cert and --uplink-cert-key go together");
 	if (o.listen && check_listen(o.listen, o.api_key_file))
 		return NB_EXIT_USAGE;
 	if (slots) {
@@ -290,6 +365,26 @@ const struct nb_applet nb_applet_serve = {
 		 "      --grace S             seconds to finish on SIGTERM (5)\n"
 		 "      --max-body BYTES      request body limit (1 MiB), then 413\n"
 		 "      --max-tokens N        cap of max_tokens (the context)\n\n"
+		 "Cloud uplink (docs/uplink.md): overflow goes to an OpenAI-compatible endpoint\n"
+		 "over verified TLS; the X-Nibble-Route header says where an answer came from.\n"
+		 "      --uplink URL          https://host[:port]/v1\n"
+		 "      --uplink-ca FILE      CA bundle its certificate must chain to (required)\n"
+		 "      --uplink-pin SHA256   also require this public key (SPKI SHA-256, hex or\n"
+		 "                            base64)\n"
+		 "      --uplink-key-file F   its API key (the file must be mode 0600 or stricter)\n"
+		 "      --uplink-cert F       client certificate for mutual TLS, with\n"
+		 "      --uplink-cert-key F   its key\n"
+		 "      --uplink-model N[=C]  N is served by the cloud (as C); for the local\n"
+		 "                            model: the name the cloud gets (repeatable)\n"
+		 "      --uplink-wait-target S  spill when the local wait would exceed S (2)\n"
+		 "      --uplink-max N        cloud requests at once (4)\n"
+		 "      --uplink-connect-timeout S  connect + handshake (5)\n"
+		 "      --uplink-timeout S    seconds the cloud may stay silent (30)\n"
+		 "      --uplink-breaker N    failures in a row that stop cloud use (3) for\n"
+		 "      --uplink-backoff S    seconds, doubling while it stays down (5)\n"
+		 "      --local-only          requests stay here unless they ask for\n"
+		 "                            \"local_only\": false\n"
+		 "\n"
 		 NB_GOVERN_USAGE,
 	.main = serve_main,
 };

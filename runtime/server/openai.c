@@ -357,11 +357,37 @@ static int check_unsupported(const cJSON *o, struct nb_openai_error *e)
 	return 0;
 }
 
+/* nibble's routing extensions (docs/uplink.md): "local_only" and "route". */
+static int parse_route(const cJSON *o, struct nb_gen_request *r, struct nb_openai_error *e)
+{
+	const cJSON *route = get(o, "route");
+	int err = get_bool(o, "local_only", NULL, &r->local_only, e);
+
+	if (err)
+		return err;
+	r->local_only_set = get(o, "local_only") != NULL;
+	if (!route)
+		return 0;
+	if (cJSON_IsString(route) && strcmp(route->valuestring, "auto") == 0)
+		r->route = NB_OPENAI_ROUTE_AUTO;
+	else if (cJSON_IsString(route) && strcmp(route->valuestring, "local") == 0)
+		r->route = NB_OPENAI_ROUTE_LOCAL;
+	else if (cJSON_IsString(route) && strcmp(route->valuestring, "cloud") == 0)
+		r->route = NB_OPENAI_ROUTE_CLOUD;
+	else
+		return fail(e, -NB_EFORMAT, "route", "invalid_value",
+			    "'route' is one of \"auto\", \"local\", \"cloud\"");
+	return 0;
+}
+
 static int parse_common(const cJSON *o, const struct nb_openai_limits *lim,
 			struct nb_gen_request *r, struct nb_openai_error *e)
 {
 	const cJSON *model = get(o, "model");
 	int err;
+
+	if ((err = parse_route(o, r, e)))
+		return err;
 
 	if (model && !cJSON_IsString(model))
 		return fail_type(e, "model", "a string");

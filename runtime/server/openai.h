@@ -23,6 +23,9 @@ enum nb_openai_endpoint {
 	NB_OPENAI_COMPLETION = 2, /* POST /v1/completions */
 };
 
+/* "route" of a request (nibble's extension, docs/uplink.md). */
+enum nb_openai_route { NB_OPENAI_ROUTE_AUTO = 0, NB_OPENAI_ROUTE_LOCAL, NB_OPENAI_ROUTE_CLOUD };
+
 /* What the server allows; zero fields take the defaults below. */
 struct nb_openai_limits {
 	size_t max_prompt_bytes;     /* prompt after templating; 256 KiB */
@@ -50,6 +53,8 @@ struct nb_gen_request {
 	char *stop[NB_STOP_MAX]; /* for nb_stop_add; each 1..NB_STOP_MAX_LEN bytes */
 	size_t n_stop;
 	bool stream, include_usage;
+	bool local_only, local_only_set; /* "local_only": never leaves the device */
+	int route;               /* "route": enum nb_openai_route */
 };
 
 /* Why a request was refused, as OpenAI's error object wants it. */

@@ -121,7 +121,7 @@ static bool job_reserve(struct nb_job *j, size_t len)
 
 /* Text that cannot be stored marks the job: it must end with an error,
  * never with an answer that silently misses a piece. */
-static void job_append(void *arg, const char *buf, size_t len)
+void nb_job_append(void *arg, const char *buf, size_t len)
 {
 	struct nb_job *j = arg;
 
@@ -189,7 +189,7 @@ static void finish_job(struct nb_sched *s, struct nb_job *j, enum nb_finish f)
 static void finish_slot(struct nb_sched *s, struct nb_slot *sl, enum nb_finish f)
 {
 	if (f == NB_FINISH_STOP || f == NB_FINISH_LENGTH)
-		nb_stop_flush(&sl->stop, job_append, sl->job);
+		nb_stop_flush(&sl->stop, nb_job_append, sl->job);
 	if (sl->job->text_lost) { /* also when the last piece or the flush was lost */
 		nb_warn("sched: out of memory for a job's text: it ends with an error");
 		f = NB_FINISH_ERROR;
@@ -295,7 +295,7 @@ static void accept_token(struct nb_sched *s, struct nb_slot *sl, const float *lo
 	atomic_fetch_add_explicit(&s->stats.gen_tokens, 1, memory_order_relaxed);
 	nb_tok_piece(s->llm->tok, sl->last, tok, piece, sizeof(piece), &len);
 	sl->last = tok;
-	if (nb_stop_feed(&sl->stop, piece, len, job_append, j))
+	if (nb_stop_feed(&sl->stop, piece, len, nb_job_append, j))
 		finish_slot(s, sl, NB_FINISH_STOP);
 	else if (j->text_lost)
 		finish_slot(s, sl, NB_FINISH_ERROR);

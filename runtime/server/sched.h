@@ -77,6 +77,9 @@ struct nb_job *nb_job_new(const int32_t *prompt, uint32_t n_prompt);
 struct nb_job *nb_job_new_text(const char *text, size_t len, const struct nb_chat_span *spans,
 			       size_t n_spans);
 void nb_job_ref(struct nb_job *j);
+/* Appends generated text (arg: the job) under its lock; text that cannot
+ * be stored sets text_lost, and the job must then end with an error. */
+void nb_job_append(void *arg, const char *buf, size_t len);
 void nb_job_unref(struct nb_job *j);
 /* Moves the job's new text into buf (malloc'd, caller frees) and returns
  * its state. */
@@ -95,6 +98,10 @@ struct nb_sched_stats {
 	atomic_ulong tpot_count;
 	atomic_ullong tpot_sum_us;
 	atomic_uint queue_depth, busy_slots;
+	/* The governor's hook (board/): set while it has cut local capacity
+	 * (thermal, power); the server's routing then spills new work to the
+	 * cloud uplink. Nothing here sets it yet. */
+	atomic_bool capacity_cut;
 	_Atomic double tokens_per_s;                /* over the last window */
 };
 

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -62,6 +63,13 @@ struct conn {
 	size_t n_hold;
 	struct nb_openai_buf text; /* whole answer (not streaming) */
 	uint32_t n_prompt;
+	/* the uplink (runtime/server/uplink.h) */
+	bool cloud;               /* the running job is the cloud's */
+	bool tried_cloud;         /* a cloud attempt failed or was refused: no second one */
+	bool local_only, chat;
+	char *body;               /* the request's JSON, kept for a change of route */
+	size_t body_len;
+	char cloud_model[128];
 	bool dead;                /* closed: freed at the end of the loop iteration */
 	struct conn *prev, *next;
 };
@@ -95,6 +103,9 @@ struct server {
 	atomic_ulong conns_total, conns_refused;
 	struct nb_govern gov; /* open once loaded, if o->governor */
 	bool gov_on;
+	struct nb_uplink uplink;
+	bool have_uplink;
+	uint32_t max_tokens_cap;  /* a larger max_tokens is a 400 when served here */
 };
 
 /* The governor's code is linked only with CONFIG_GOVERNOR: a constant
@@ -117,6 +128,7 @@ void nb_server_opts_default(struct nb_server_opts *o)
 	o->sched = (struct nb_sched_opts){ .slots = CONFIG_SERVER_SLOTS, .ctx = 0,
 					   .queue = CONFIG_SERVER_QUEUE, .chunk = 32, .threads = 0 };
 	nb_http_limits_default(&o->http);
+	nb_uplink_opts_default(&o->uplink);
 }
 
 /* ---- output --------------------------------------------------------------- */
@@ -331,6 +343,7 @@ static void bury(struct server *s)
 		nb_openai_buf_free(&c->out);
 		nb_openai_buf_free(&c->text);
 		free(c->inbuf);
+		free(c->body);
 		free(c);
 	}
 }
@@ -482,16 +495,25 @@ static void send_health(struct server *s, struct conn *c)
 			 : atomic_load(&s->sched.stats.queue_depth) >= s->sched.o.queue ? "degraded"
 			 : GOV_ON(s) && s->gov.degraded ? "degraded"
 			 : "ready";
-	char body[1024], gov[768] = "null";
+	char body[1280], gov[768] = "null", up[160] = "";
 	int n;
 
 	if (GOV_ON(s) && nb_govern_json(&s->gov, gov, sizeof(gov)) < 0)
 		snprintf(gov, sizeof(gov), "null");
+	if (s->have_uplink) {
+		pthread_mutex_lock(&s->uplink.lock);
+		snprintf(up, sizeof(up), ",\"uplink\":{\"breaker\":\"%s\",\"retry_in\":%.1f,"
+			 "\"in_flight\":%u}", nb_breaker_name(s->uplink.breaker.state),
+			 s->uplink.breaker.state == NB_BREAKER_OPEN
+				 ? fmax(0, s->uplink.breaker.open_until - nb_sys_now()) : 0.0,
+			 s->uplink.n_active);
+		pthread_mutex_unlock(&s->uplink.lock);
+	}
 	n = snprintf(body, sizeof(body),
 		     "{\"status\":\"%s\",\"slots\":%u,\"busy_slots\":%u,\"queue_depth\":%u,"
-		     "\"governor\":%s}\n", st, s->sched.o.slots,
+		     "\"governor\":%s%s}\n", st, s->sched.o.slots,
 		     atomic_load(&s->sched.stats.busy_slots), atomic_load(&s->sched.stats.queue_depth),
-		     gov);
+		     gov, up);
 	respond(s, c, strcmp(st, "ready") && strcmp(st, "degraded") ? 503 : 200,
 		"application/json", body, (size_t)n, NULL);
 }
@@ -644,6 +666,155 @@ static void refuse_model(struct server *s, struct conn *c, const char *name)
 	respond_error_code(s, c, 404, msg, "model", "model_not_found", NULL);
 }
 
+/* The parse limits: with an uplink, a max_tokens beyond the local context
+ * may go to the cloud, so only serve_local holds it to the cap. */
+static struct nb_openai_limits parse_limits(const struct server *s)
+{
+	struct nb_openai_limits lim = s->lim;
+
+	if (s->have_uplink)
+		lim.max_tokens = 0;
+	return lim;
+}
+
+static int parse_request(struct server *s, const char *body, size_t len, bool chat,
+			 struct nb_gen_request *g, struct nb_openai_error *err)
+{
+	const struct nb_openai_limits lim = parse_limits(s);
+
+	return chat ? nb_openai_parse_chat(body, len, &lim, g, err)
+		    : nb_openai_parse_completion(body, len, &lim, g, err);
+}
+
+static void begin_answer(struct server *s, struct conn *c, const struct nb_gen_request *g,
+			 bool cloud)
+{
+	c->state = C_JOB;
+	c->stream = g->stream;
+	c->cloud = cloud;
+	c->meta = (struct nb_openai_meta){ .endpoint = g->endpoint, .id = ++s->next_id,
+					   .created = (int64_t)time(NULL),
+					   .model = cloud ? c->cloud_model : s->model_name,
+					   .include_usage = g->include_usage };
+	c->head_sent = false;
+	c->n_hold = 0;
+	c->text.len = 0;
+	if (s->have_uplink)
+		atomic_fetch_add(&s->uplink.stats.routed[cloud], 1);
+}
+
+/* Served here: the model must be this one, max_tokens within the cap. */
+static void serve_local(struct server *s, struct conn *c, struct nb_gen_request *g)
+{
+	char msg[160];
+	int ret;
+
+	if (g->model && !model_known(s, g->model)) {
+		refuse_model(s, c, g->model);
+		return;
+	}
+	if (s->max_tokens_cap && g->max_tokens > s->max_tokens_cap) {
+		snprintf(msg, sizeof(msg), "'max_tokens' must be at most %u here (got %u)",
+			 s->max_tokens_cap, g->max_tokens);
+		respond_error_code(s, c, 400, msg, "max_tokens", "invalid_value", NULL);
+		return;
+	}
+	ret = start_job(s, c, g);
+	if (ret)
+		refuse_job(s, c, ret, 0, c->chat);
+	else
+		begin_answer(s, c, g, false);
+}
+
+/* To the cloud (runtime/server/uplink.h): its job's text streams back
+ * like a local job's. */
+static int start_cloud(struct server *s, struct conn *c, const struct nb_gen_request *g,
+		       const char *cloud_model)
+{
+	struct nb_job *j = nb_job_new_text("", 0, NULL, 0);
+	int ret;
+
+	if (!j)
+		return -NB_ENOMEM;
+	j->owner = c;
+	ret = nb_uplink_submit(&s->uplink, j, c->body, c->body_len, c->chat, cloud_model);
+	if (ret) {
+		nb_job_unref(j);
+		return ret;
+	}
+	c->job = j;
+	c->n_prompt = 0;
+	snprintf(c->cloud_model, sizeof(c->cloud_model), "%s", cloud_model);
+	begin_answer(s, c, g, true);
+	return 0;
+}
+
+/* The estimated seconds before a new job would get a slot: none while a
+ * slot is free, else the jobs ahead of it, per slot, times what one job
+ * has taken (time to first token plus its tokens; 1 s before any ran). */
+static double est_wait(const struct server *s, uint32_t max_tokens)
+{
+	const struct nb_sched_stats *st = &s->sched.stats;
+	const uint32_t slots = s->sched.o.slots, busy = atomic_load(&st->busy_slots);
+	const uint32_t queued = atomic_load(&st->queue_depth);
+	const unsigned long n_ttft = atomic_load(&st->ttft_count), n_tpot = atomic_load(&st->tpot_count);
+	double job = 1;
+
+	if (busy + queued < slots)
+		return 0;
+	if (n_ttft && n_tpot)
+		job = atomic_load(&st->ttft_sum_us) / 1e6 / (double)n_ttft +
+		      atomic_load(&st->tpot_sum_us) / 1e6 / (double)n_tpot *
+			      (max_tokens ? max_tokens : 128);
+	return ((double)queued / slots + 0.5) * job;
+}
+
+static void refuse_route(struct server *s, struct conn *c, const struct nb_gen_request *g)
+{
+	char msg[256];
+
+	if (c->local_only) {
+		snprintf(msg, sizeof(msg), "The model '%.100s' is only served by the cloud, and this "
+			 "request is local-only", g->model);
+		respond_error_code(s, c, 400, msg, "model", "model_not_found", NULL);
+	} else {
+		snprintf(msg, sizeof(msg), "The model '%.100s' is served by the cloud, which cannot "
+			 "be reached now", g->model);
+		respond_error(s, c, 503, msg, "Retry-After: 5\r\n");
+	}
+}
+
+static void route_request(struct server *s, struct conn *c, struct nb_gen_request *g)
+{
+	const char *cloud_model, *why;
+	struct nb_route_in in;
+	enum nb_route rt;
+
+	if (!s->have_uplink) {
+		serve_local(s, c, g);
+		return;
+	}
+	cloud_model = nb_uplink_cloud_model(&s->uplink, g->model, s->model_name);
+	in = (struct nb_route_in){
+		.uplink = true, .cloud_ready = !c->tried_cloud && nb_uplink_ready_for(&s->uplink),
+		.local_only = c->local_only, .ask = g->route,
+		.model_local = !g->model || model_known(s, g->model), .model_cloud = cloud_model,
+		.too_long = g->max_tokens && g->max_tokens + g->prompt_len / 4 > s->sched.o.ctx,
+		.capacity_cut = atomic_load(&s->sched.stats.capacity_cut),
+		.est_wait = est_wait(s, g->max_tokens), .wait_target = s->o->uplink.wait_target };
+	rt = nb_route_decide(&in, &why);
+	if (rt == NB_ROUTE_CLOUD && start_cloud(s, c, g, cloud_model) == 0) {
+		nb_dbg("serve: request %llu to the cloud (%s)", (unsigned long long)s->next_id, why);
+		return;
+	}
+	if (rt == NB_ROUTE_CLOUD) /* the last worker or the breaker's trial was just taken */
+		c->tried_cloud = true;
+	if (rt == NB_ROUTE_REFUSE || (!in.model_local && in.model_cloud))
+		refuse_route(s, c, g);
+	else
+		serve_local(s, c, g);
+}
+
 static void handle_generate(struct server *s, struct conn *c, const struct nb_http_req *r,
 			    bool chat)
 {
@@ -654,30 +825,27 @@ static void handle_generate(struct server *s, struct conn *c, const struct nb_ht
 
 	nb_gen_request_init(&g);
 	nb_openai_buf_init(&b);
-	ret = chat ? nb_openai_parse_chat(r->body, r->body_len, &s->lim, &g, &err)
-		   : nb_openai_parse_completion(r->body, r->body_len, &s->lim, &g, &err);
+	ret = parse_request(s, r->body, r->body_len, chat, &g, &err);
 	if (ret) {
 		if (nb_openai_error_from(&b, &err) == 0)
 			respond(s, c, err.status, "application/json", b.data, b.len, NULL);
 		goto out;
 	}
-	if (g.model && !model_known(s, g.model)) {
-		refuse_model(s, c, g.model);
-		goto out;
+	c->chat = chat;
+	c->tried_cloud = false;
+	c->local_only = g.local_only_set ? g.local_only : s->o->uplink.local_only;
+	free(c->body);
+	c->body = NULL;
+	if (s->have_uplink) {
+		c->body = malloc(r->body_len + 1);
+		if (!c->body) {
+			respond_failed(s, c);
+			goto out;
+		}
+		memcpy(c->body, r->body, r->body_len);
+		c->body_len = r->body_len;
 	}
-	ret = start_job(s, c, &g);
-	if (ret) {
-		refuse_job(s, c, ret, 0, chat);
-	} else {
-		c->state = C_JOB;
-		c->stream = g.stream;
-		c->meta = (struct nb_openai_meta){ .endpoint = g.endpoint, .id = ++s->next_id,
-						   .created = (int64_t)time(NULL), .model = s->model_name,
-						   .include_usage = g.include_usage };
-		c->head_sent = false;
-		c->n_hold = 0;
-		c->text.len = 0;
-	}
+	route_request(s, c, &g);
 out:
 	nb_openai_buf_free(&b);
 	nb_gen_request_free(&g);
@@ -861,7 +1029,10 @@ static int stream_head(struct server *s, struct conn *c)
 {
 	struct nb_http_resp r = { .status = 200, .content_type = "text/event-stream",
 				  .content_length = NB_HTTP_CHUNKED, .http10 = c->http10,
-				  .extra = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n" };
+				  .extra = c->cloud ? "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+						      "X-Nibble-Route: cloud\r\n"
+						    : "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+						      "X-Nibble-Route: local\r\n" };
 	const size_t old = c->out.len;
 	struct nb_openai_buf ev;
 	char head[512];
@@ -957,9 +1128,10 @@ static int finish_stream(struct conn *c, enum nb_finish f, uint32_t n_gen)
 
 	nb_openai_buf_init(&ev);
 	if (!finish_ok(f))
-		ret = nb_openai_error_sse(&ev, f == NB_FINISH_CANCEL ? 503 : 500,
+		ret = nb_openai_error_sse(&ev, f == NB_FINISH_CANCEL ? 503 : c->cloud ? 502 : 500,
 					  f == NB_FINISH_CANCEL ? "cancelled: the server is shutting down"
-								: "generation failed");
+					  : c->cloud ? "the cloud's answer broke off"
+						     : "generation failed");
 	else
 		ret = nb_openai_chunk_finish(&ev, &c->meta, f);
 	if (!ret)
@@ -996,7 +1168,8 @@ static void finish_whole(struct server *s, struct conn *c, enum nb_finish f, uin
 	nb_openai_buf_init(&b);
 	if (nb_openai_response(&b, &c->meta, c->text.data ? c->text.data : "", c->text.len, f,
 			       &u) == 0)
-		respond(s, c, 200, "application/json", b.data, b.len, NULL);
+		respond(s, c, 200, "application/json", b.data, b.len,
+			c->cloud ? "X-Nibble-Route: cloud\r\n" : "X-Nibble-Route: local\r\n");
 	else
 		respond_failed(s, c);
 	nb_openai_buf_free(&b);
@@ -1005,6 +1178,8 @@ static void finish_whole(struct server *s, struct conn *c, enum nb_finish f, uin
 /* The request is over: the connection may take the next one. */
 static void end_request(struct conn *c)
 {
+	free(c->body);
+	c->body = NULL;
 	c->state = C_READ;
 	c->t_request = 0;
 	c->close_after = c->close_after || !c->keep_alive;
@@ -1030,6 +1205,65 @@ static void fail_job(struct server *s, struct conn *c)
 	end_request(c);
 }
 
+/* A request whose route changes once its first answer failed to start:
+ * its body parsed again, the old job let go. */
+static int reparse(struct server *s, struct conn *c, struct nb_gen_request *g)
+{
+	struct nb_openai_error err;
+
+	end_job(c);
+	c->state = C_READ;
+	c->tried_cloud = true;
+	nb_gen_request_init(g);
+	return parse_request(s, c->body, c->body_len, c->chat, g, &err);
+}
+
+/* After a re-route: an answer given at once (an error) ends the request. */
+static void rerouted(struct conn *c)
+{
+	if (c->state == C_READ)
+		end_request(c);
+}
+
+/* The cloud failed before any of its answer reached the client: served
+ * here after all, or, for a model only the cloud has, a 503. */
+static void fall_back(struct server *s, struct conn *c)
+{
+	struct nb_gen_request g;
+
+	atomic_fetch_add(&s->uplink.stats.fallbacks, 1);
+	atomic_fetch_sub(&s->uplink.stats.routed[1], 1); /* counted where it ends */
+	if (reparse(s, c, &g))
+		respond_error(s, c, 500, "the request could not be parsed again", NULL);
+	else if (g.model && !model_known(s, g.model))
+		respond_error(s, c, 503, "the cloud failed and this model is not served here; "
+			      "try again later", "Retry-After: 5\r\n");
+	else
+		serve_local(s, c, &g);
+	nb_gen_request_free(&g);
+	rerouted(c);
+}
+
+/* A prompt too long for a local slot goes to the cloud when it may. */
+static bool spill_long(struct server *s, struct conn *c)
+{
+	struct nb_gen_request g;
+	const char *model;
+
+	if (!s->have_uplink || c->cloud || c->local_only || c->tried_cloud ||
+	    !nb_uplink_ready_for(&s->uplink))
+		return false;
+	model = nb_uplink_cloud_model(&s->uplink, NULL, s->model_name);
+	atomic_fetch_sub(&s->uplink.stats.routed[0], 1); /* counted where it ends */
+	if (reparse(s, c, &g) || start_cloud(s, c, &g, model)) {
+		respond_error(s, c, 503, "the prompt is too long for this device and the cloud "
+			      "cannot take it now", "Retry-After: 5\r\n");
+	}
+	nb_gen_request_free(&g);
+	rerouted(c);
+	return true;
+}
+
 static void on_job_news(struct server *s, struct conn *c)
 {
 	enum nb_finish f;
@@ -1040,6 +1274,18 @@ static void on_job_news(struct server *s, struct conn *c)
 
 	f = nb_job_take(c->job, &text, &len, &n_gen);
 	c->n_prompt = c->job->n_prompt; /* tokenized by now */
+	if (c->cloud && f == NB_FINISH_ERROR && !c->head_sent) {
+		/* nothing of the cloud's answer reached the client */
+		free(text);
+		fall_back(s, c);
+		flush(s, c);
+		return;
+	}
+	if (f && c->job->error == -NB_ERANGE && !c->head_sent && spill_long(s, c)) {
+		free(text);
+		flush(s, c);
+		return;
+	}
 	if (f && c->job->error && !c->head_sent) {
 		/* the prompt never ran (tokenizer thread): a plain error status */
 		free(text);
@@ -1072,12 +1318,16 @@ static void on_sched_event(struct server *s)
 
 	if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		nb_dbg("serve: eventfd read failed");
-	for (j = nb_sched_ready(&s->sched); j; j = next) {
-		struct conn *c = j->owner;
-		next = j->next_ready;
-		if (c && !c->dead && c->job == j)
-			on_job_news(s, c);
-		nb_job_unref(j);
+	for (int src = 0; src < 2; src++) {
+		j = src == 0 ? nb_sched_ready(&s->sched)
+		    : s->have_uplink ? nb_uplink_ready(&s->uplink) : NULL;
+		for (; j; j = next) {
+			struct conn *c = j->owner;
+			next = j->next_ready;
+			if (c && !c->dead && c->job == j)
+				on_job_news(s, c);
+			nb_job_unref(j);
+		}
 	}
 	/* Pipelined requests that waited for a job. */
 	for (struct conn *c = s->conns, *n; c; c = n) {
@@ -1216,6 +1466,60 @@ static void metric_governor(struct server *s, struct nb_openai_buf *b)
 		nb_openai_buf_append(b, page, (size_t)n);
 }
 
+static void uplink_metrics(struct server *s, struct nb_openai_buf *b)
+{
+	static const char *const kind[NB_UPF_N] = { "connect", "tls", "certificate", "status",
+						    "cut", "timeout" };
+	struct nb_uplink_stats *st = &s->uplink.stats;
+	enum nb_breaker_state bs;
+	unsigned long opens;
+	char line[160];
+
+	pthread_mutex_lock(&s->uplink.lock);
+	bs = s->uplink.breaker.state;
+	opens = s->uplink.breaker.opens;
+	pthread_mutex_unlock(&s->uplink.lock);
+	buf_str(b, "# HELP nibble_route_total Generation requests by where they were served.\n"
+		   "# TYPE nibble_route_total counter\n");
+	for (int i = 0; i < 2; i++) {
+		int n = snprintf(line, sizeof(line), "nibble_route_total{route=\"%s\"} %lu\n",
+				 i ? "cloud" : "local", atomic_load(&st->routed[i]));
+		nb_openai_buf_append(b, line, (size_t)n);
+	}
+	buf_str(b, "# HELP nibble_uplink_failures_total Failed cloud attempts by cause.\n"
+		   "# TYPE nibble_uplink_failures_total counter\n");
+	for (int i = 0; i < NB_UPF_N; i++) {
+		int n = snprintf(line, sizeof(line), "nibble_uplink_failures_total{cause=\"%s\"} %lu\n",
+				 kind[i], atomic_load(&st->failures[i]));
+		nb_openai_buf_append(b, line, (size_t)n);
+	}
+	metric(b, "nibble_uplink_fallbacks_total", "counter",
+	       "Cloud attempts that failed before the answer began, then served here.", "",
+	       (double)atomic_load(&st->fallbacks));
+	metric(b, "nibble_uplink_broken_streams_total", "counter",
+	       "Cloud answers cut after they began (the client got an error event).", "",
+	       (double)atomic_load(&st->cloud_errors_after_start));
+	metric(b, "nibble_uplink_breaker_open", "gauge",
+	       "Circuit breaker: 0 closed, 1 open, 2 half-open (one trial request).", "", bs);
+	metric(b, "nibble_uplink_breaker_opens_total", "counter", "Times the breaker opened.", "",
+	       (double)opens);
+	metric(b, "nibble_uplink_in_flight", "gauge", "Cloud requests queued or running.", "",
+	       atomic_load(&st->in_flight));
+	metric(b, "nibble_uplink_prompt_tokens_total", "counter", "Prompt tokens the cloud reported.",
+	       "", (double)atomic_load(&st->prompt_tokens));
+	metric(b, "nibble_uplink_completion_tokens_total", "counter",
+	       "Completion tokens the cloud reported.", "", (double)atomic_load(&st->completion_tokens));
+	metric(b, "nibble_uplink_connections_total", "counter", "TLS connections made.", "",
+	       (double)atomic_load(&st->connects));
+	metric(b, "nibble_uplink_reused_total", "counter", "Requests on a kept-alive connection.", "",
+	       (double)atomic_load(&st->reuses));
+	metric(b, "nibble_uplink_ttft_seconds_sum", "counter",
+	       "Sum of request-to-first-cloud-token times.", "",
+	       atomic_load(&st->ttft_sum_us) / 1e6);
+	metric(b, "nibble_uplink_ttft_seconds_count", "counter", "Cloud answers with a first token.",
+	       "", (double)atomic_load(&st->ttft_count));
+}
+
 static void send_metrics(struct server *s, struct conn *c)
 {
 	static const char *const outcome[] = { "running", "stop", "length", "cancelled", "error" };
@@ -1265,6 +1569,8 @@ static void send_metrics(struct server *s, struct conn *c)
 	       (double)atomic_load(&s->conns_refused));
 	if (GOV_ON(s))
 		metric_governor(s, &b);
+	if (s->have_uplink)
+		uplink_metrics(s, &b);
 	if (b.failed) /* never a page with lines missing */
 		respond_failed(s, c);
 	else
@@ -1511,6 +1817,7 @@ static void *load_main(void *arg)
 				  : (uint32_t)(cpu.ncpus < CONFIG_MAX_THREADS ? cpu.ncpus
 									      : CONFIG_MAX_THREADS);
 	s->lim.max_tokens = s->o->max_tokens ? s->o->max_tokens : so->ctx;
+	s->max_tokens_cap = s->lim.max_tokens;
 	ret = nb_sched_open(&s->sched, s->llm, so);
 	s->load_ret = ret;
 	if (write(s->load_fd, &one, sizeof(one)) < 0)
@@ -1518,13 +1825,15 @@ static void *load_main(void *arg)
 	return NULL;
 }
 
-/* The governor's actuators that are the server's: threads, pacing, batch. */
+/* The governor's actuators that are the server's: threads, pacing, batch,
+ * and the spill signal the uplink's routing reads. */
 static void apply_governor(void *arg, const struct nb_gov_out *o)
 {
 	struct server *s = arg;
 
 	nb_pool_set_active(&s->sched.pool, o->threads);
 	nb_sched_throttle(&s->sched, o->duty, o->batch);
+	atomic_store(&s->sched.stats.capacity_cut, o->spill);
 }
 
 /* Called on load_fd: the model is ready, or the server gives up. */
@@ -1572,6 +1881,12 @@ static int setup(struct server *s, const struct nb_server_opts *o)
 	if (o->api_key_file && (ret = read_api_key(s)))
 		return ret;
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->efd >= 0 && o->uplink.url) {
+		ret = nb_uplink_open(&s->uplink, &o->uplink, s->efd);
+		if (ret)
+			return ret;
+		s->have_uplink = true;
+	}
 	s->load_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	s->so.notify_fd = s->efd;
 	sigemptyset(&mask);
@@ -1609,13 +1924,19 @@ static int setup(struct server *s, const struct nb_server_opts *o)
 
 static void teardown(struct server *s)
 {
+	bool running;
+
 	if (s->loader_running) /* stopped while loading: let it finish first */
 		pthread_join(s->loader, NULL);
-	/* Cancel what still runs: each job ends with an error its client gets. */
-	if (s->sched.started) {
+	/* Cancel what still runs: each job ends with an error its client gets
+	 * (nb_sched_stop clears started). */
+	running = s->sched.started;
+	if (s->have_uplink)
+		nb_uplink_stop(&s->uplink);
+	if (running)
 		nb_sched_stop(&s->sched);
+	if (running || s->have_uplink)
 		on_sched_event(s);
-	}
 	for (struct conn *c = s->conns, *n; c; c = n) {
 		n = c->next;
 		flush(s, c);
@@ -1636,6 +1957,8 @@ static void teardown(struct server *s)
 	if (GOV_ON(s))
 		nb_govern_close(&s->gov);
 	nb_sched_close(&s->sched);
+	if (s->have_uplink)
+		nb_uplink_close(&s->uplink);
 	if (s->efd >= 0)
 		close(s->efd);
 	if (s->load_fd >= 0)

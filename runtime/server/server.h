@@ -7,6 +7,7 @@
 #include "runtime/server/http.h"
 #include "runtime/server/governor.h"
 #include "runtime/server/sched.h"
+#include "runtime/server/uplink.h"
 
 #include <sys/types.h>
 
@@ -34,6 +35,7 @@ struct nb_server_opts {
 	struct nb_govern_opts gov;
 	struct nb_sched_opts sched; /* ctx: nb_llm_context's */
 	struct nb_http_limits http;
+	struct nb_uplink_opts uplink; /* url NULL: every request is served here */
 };
 
 void nb_server_opts_default(struct nb_server_opts *o);

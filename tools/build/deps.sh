@@ -16,7 +16,8 @@ kconfig-frontends-nox|kconfig-frontends dpkg-dev xz-utils ca-certificates"
 CROSS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-dev:arm64 qemu-user-static"
 # nginx-light: tests/integration/server_proto.sh runs nginx (as a non-daemon on a
 # loopback port) in front of the server's socket, update_https.sh serves images
-# over TLS with it (openssl makes the test CA; procps: pgrep -P finds its worker).
+# over TLS with it, uplink.sh terminates the cloud's TLS with it (openssl makes
+# the test CAs and certificates; procps: pgrep -P finds its worker).
 TEST="libcmocka-dev clang llvm libclang-rt-14-dev curl file tmux python3 util-linux
 nginx-light openssl procps"
 case $set_name in
