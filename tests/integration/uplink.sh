@@ -173,6 +173,28 @@ check_output "... /metrics counts the routes" 'nibble_route_total\{route="cloud"
 check_output "... and the cloud's tokens" '^nibble_uplink_completion_tokens_total [1-9]' $C http://x/metrics
 stop_board
 
+# The governor cuts local capacity (a board far over its temperature target,
+# work queued): its spill signal sends new work to the cloud.
+sh tests/integration/governor/fakeroot.sh "$tmp/hot" rpi5 95000
+start_board "$P_GOOD" --uplink-wait-target 1000 --sysfs-root "$tmp/hot" --governor balanced \
+	--governor-interval 0.05 --gpio none
+hot=
+for i in $(seq 12); do
+	$C http://x/v1/completions -d '{"prompt":"Once","max_tokens":400,"local_only":true}' > /dev/null &
+	hot="$hot $!"
+done
+for i in $(seq 100); do
+	$C http://x/health | grep -q '"spill":true' && break
+	sleep 0.05
+done
+check_output "the governor spills (95 C on a Raspberry Pi 5, work queued): /health says so" \
+	'"spill":true' $C http://x/health
+check_output "... and a new request goes to the cloud (a wait target of 1000 s: not saturation)" \
+	"^X-Nibble-Route: cloud\$" \
+	gen '{"prompt":"Once upon a time","max_tokens":4}'
+stop_board
+wait $hot
+
 # A board with a small context: what does not fit goes to the cloud.
 start_board "$P_GOOD" --ctx 64
 long=$(python3 -c 'print("Once upon a time there was a dog. " * 8)')
