@@ -1,5 +1,6 @@
 /* `nibble serve`: options to struct nb_server_opts, then the event loop. */
 #include "runtime/applets/applet.h"
+#include "runtime/base/argfile.h"
 #include "runtime/base/err.h"
 #include "runtime/base/kconfig.h"
 #include "runtime/base/log.h"
@@ -82,7 +83,7 @@ enum { O_GROUP = 256, O_MODE, O_ALLOW_UID, O_ALLOW_GID, O_LISTEN, O_KEY, O_SLOTS
        O_QUEUE, O_CHUNK, O_CONNS, O_IDLE, O_READ, O_GRACE, O_MAXBODY, O_MAXTOK,
        O_SLOTS_DIR, O_HEALTH_TIMEOUT, O_HEALTH_MAX_MS, O_UPLINK, O_UP_KEY, O_UP_CA, O_UP_PIN,
        O_UP_CERT, O_UP_CERT_KEY, O_UP_CONNECT, O_UP_TIMEOUT, O_UP_MAX, O_UP_WAIT, O_UP_MODEL,
-       O_LOCAL_ONLY, O_UP_BREAKER, O_UP_BACKOFF };
+       O_LOCAL_ONLY, O_UP_BREAKER, O_UP_BACKOFF, O_CONFIG };
 
 /* The cloud uplink (runtime/server/uplink.h, docs/uplink.md). */
 static int parse_uplink_opt(struct nb_uplink_opts *u, int c, const char *arg, bool *any)
@@ -236,42 +237,44 @@ static int open_model(struct nb_server_opts *o, struct nb_llm *llm)
 	return NB_EXIT_OK;
 }
 
-static int serve_main(int argc, char **argv)
+static const struct option serve_opts[] = {
+	{ "model", required_argument, NULL, 'm' },     { "socket", required_argument, NULL, 's' },
+	{ "group", required_argument, NULL, O_GROUP }, { "mode", required_argument, NULL, O_MODE },
+	{ "allow-uid", required_argument, NULL, O_ALLOW_UID },
+	{ "allow-gid", required_argument, NULL, O_ALLOW_GID },
+	{ "listen", required_argument, NULL, O_LISTEN },
+	{ "api-key-file", required_argument, NULL, O_KEY },
+	{ "threads", required_argument, NULL, 't' },   { "slots", required_argument, NULL, O_SLOTS },
+	{ "ctx", required_argument, NULL, O_CTX },     { "queue", required_argument, NULL, O_QUEUE },
+	{ "chunk", required_argument, NULL, O_CHUNK }, { "max-conns", required_argument, NULL, O_CONNS },
+	{ "idle-timeout", required_argument, NULL, O_IDLE },
+	{ "read-timeout", required_argument, NULL, O_READ },
+	{ "grace", required_argument, NULL, O_GRACE },
+	{ "max-body", required_argument, NULL, O_MAXBODY },
+	{ "max-tokens", required_argument, NULL, O_MAXTOK },
+	{ "slots-dir", required_argument, NULL, O_SLOTS_DIR },
+	{ "health-timeout", required_argument, NULL, O_HEALTH_TIMEOUT },
+	{ "health-max-ms", required_argument, NULL, O_HEALTH_MAX_MS },
+	{ "uplink", required_argument, NULL, O_UPLINK },
+	{ "uplink-key-file", required_argument, NULL, O_UP_KEY },
+	{ "uplink-ca", required_argument, NULL, O_UP_CA },
+	{ "uplink-pin", required_argument, NULL, O_UP_PIN },
+	{ "uplink-cert", required_argument, NULL, O_UP_CERT },
+	{ "uplink-cert-key", required_argument, NULL, O_UP_CERT_KEY },
+	{ "uplink-connect-timeout", required_argument, NULL, O_UP_CONNECT },
+	{ "uplink-timeout", required_argument, NULL, O_UP_TIMEOUT },
+	{ "uplink-max", required_argument, NULL, O_UP_MAX },
+	{ "uplink-wait-target", required_argument, NULL, O_UP_WAIT },
+	{ "uplink-model", required_argument, NULL, O_UP_MODEL },
+	{ "uplink-breaker", required_argument, NULL, O_UP_BREAKER },
+	{ "uplink-backoff", required_argument, NULL, O_UP_BACKOFF },
+	{ "local-only", no_argument, NULL, O_LOCAL_ONLY },
+	{ "config", required_argument, NULL, O_CONFIG },
+	NB_GOVERN_OPTIONS, { NULL, 0, NULL, 0 },
+};
+
+static int serve(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "model", required_argument, NULL, 'm' },     { "socket", required_argument, NULL, 's' },
-		{ "group", required_argument, NULL, O_GROUP }, { "mode", required_argument, NULL, O_MODE },
-		{ "allow-uid", required_argument, NULL, O_ALLOW_UID },
-		{ "allow-gid", required_argument, NULL, O_ALLOW_GID },
-		{ "listen", required_argument, NULL, O_LISTEN },
-		{ "api-key-file", required_argument, NULL, O_KEY },
-		{ "threads", required_argument, NULL, 't' },   { "slots", required_argument, NULL, O_SLOTS },
-		{ "ctx", required_argument, NULL, O_CTX },     { "queue", required_argument, NULL, O_QUEUE },
-		{ "chunk", required_argument, NULL, O_CHUNK }, { "max-conns", required_argument, NULL, O_CONNS },
-		{ "idle-timeout", required_argument, NULL, O_IDLE },
-		{ "read-timeout", required_argument, NULL, O_READ },
-		{ "grace", required_argument, NULL, O_GRACE },
-		{ "max-body", required_argument, NULL, O_MAXBODY },
-		{ "max-tokens", required_argument, NULL, O_MAXTOK },
-		{ "slots-dir", required_argument, NULL, O_SLOTS_DIR },
-		{ "health-timeout", required_argument, NULL, O_HEALTH_TIMEOUT },
-		{ "health-max-ms", required_argument, NULL, O_HEALTH_MAX_MS },
-		{ "uplink", required_argument, NULL, O_UPLINK },
-		{ "uplink-key-file", required_argument, NULL, O_UP_KEY },
-		{ "uplink-ca", required_argument, NULL, O_UP_CA },
-		{ "uplink-pin", required_argument, NULL, O_UP_PIN },
-		{ "uplink-cert", required_argument, NULL, O_UP_CERT },
-		{ "uplink-cert-key", required_argument, NULL, O_UP_CERT_KEY },
-		{ "uplink-connect-timeout", required_argument, NULL, O_UP_CONNECT },
-		{ "uplink-timeout", required_argument, NULL, O_UP_TIMEOUT },
-		{ "uplink-max", required_argument, NULL, O_UP_MAX },
-		{ "uplink-wait-target", required_argument, NULL, O_UP_WAIT },
-		{ "uplink-model", required_argument, NULL, O_UP_MODEL },
-		{ "uplink-breaker", required_argument, NULL, O_UP_BREAKER },
-		{ "uplink-backoff", required_argument, NULL, O_UP_BACKOFF },
-		{ "local-only", no_argument, NULL, O_LOCAL_ONLY },
-		NB_GOVERN_OPTIONS, { NULL, 0, NULL, 0 },
-	};
 	struct nb_server_opts o;
 	struct nb_trial_opts trial;
 	char slot_model[PATH_MAX];
@@ -281,8 +284,10 @@ static int serve_main(int argc, char **argv)
 
 	nb_server_opts_default(&o);
 	nb_trial_opts_default(&trial);
-	while ((c = nb_getopt("serve", argc, argv, "m:s:t:", opts)) != -1) {
+	while ((c = nb_getopt("serve", argc, argv, "m:s:t:", serve_opts)) != -1) {
 		bool up;
+		if (c == O_CONFIG) /* read by serve_main */
+			continue;
 		if ((r = parse_uplink_opt(&o.uplink, c, optarg, &up)) <= 0) {
 			uplink_opts |= up;
 			if (r < 0)
@@ -324,6 +329,20 @@ static int serve_main(int argc, char **argv)
 	return ret;
 }
 
+/* The options of --config FILE come before the command line's, and live
+ * (optarg points into them) until the server ends. */
+static int serve_main(int argc, char **argv)
+{
+	struct nb_argfile af;
+	int ret;
+
+	if (nb_argfile_open(&af, "serve", argc, argv, serve_opts))
+		return NB_EXIT_USAGE;
+	ret = serve(af.argc, af.argv);
+	nb_argfile_close(&af);
+	return ret;
+}
+
 const struct nb_applet nb_applet_serve = {
 	.name = "serve",
 	.summary = "OpenAI-compatible HTTP server on a local socket",
@@ -336,6 +355,8 @@ const struct nb_applet nb_applet_serve = {
 		 "stops accepting, lets running requests finish for --grace seconds, cancels\n"
 		 "the rest with an error, and removes the socket.\n\n"
 		 "  -m, --model FILE          model image\n"
+		 "      --config FILE         options from FILE, one a line: 'name = value'\n"
+		 "                            (long names; the command line's win)\n"
 		 "      --slots-dir DIR       run the A/B slot of nibble update instead: a trial\n"
 		 "                            slot is health-checked, then committed or rolled\n"
 		 "                            back (docs/updates.md)\n"

@@ -144,6 +144,27 @@ check_usage "serve --listen without a key is a usage error" \
 	"serve: --listen needs --api-key-file .* \(see nibble serve --help\)" \
 	"$NB" serve -m "$M" --listen 127.0.0.1:8080
 
+# serve --config FILE: options one a line; the command line's win.
+"$NB" convert models/stories260K/stories260K.bin -o "$tmp/cfg.nib" 2>/dev/null
+printf '# serve settings\nsocket = %s\nslots 3\nmodel "%s"\nlocal-only = no\n' "$tmp/cfg.sock" "$tmp/cfg.nib" > "$tmp/serve.conf"
+"$NB" serve --config "$tmp/serve.conf" --slots 2 2> "$tmp/cfg.log" &
+cfg=$!
+for i in $(seq 100); do
+	curl -s --unix-socket "$tmp/cfg.sock" http://x/health 2>/dev/null | grep -q ready && break
+	sleep 0.05
+done
+check_output "serve --config: the file's socket and model, the command line's --slots" '"slots":2,' \
+	curl -s --unix-socket "$tmp/cfg.sock" http://x/health
+kill $cfg; wait $cfg
+printf 'socket = x\nslots = many\n' > "$tmp/bad.conf"
+check_usage "serve --config: a bad value names the option" \
+	"serve: --slots: 'many' is not a whole number in 1\.\.256" "$NB" serve --config "$tmp/bad.conf"
+printf 'socket = x\nsokcet = y\n' > "$tmp/bad.conf"
+check_usage "serve --config: an unknown option names the file and line" \
+	"serve: $tmp/bad.conf:2: unknown option 'sokcet'" "$NB" serve --config "$tmp/bad.conf"
+check_usage "serve --config: a missing file" \
+	"serve: --config $tmp/none.conf: No such file or directory" "$NB" serve --config "$tmp/none.conf"
+
 for a in $("$NB" --list); do
 	check "$a --help shows no Kconfig symbol names" sh -c "! \"$NB\" $a --help | grep CONFIG_"
 done

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "runtime/base/argfile.h"
 #include "runtime/base/args.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* What the logger wrote while fn ran, without the trailing newline. */
 static char logged[1024];
@@ -205,12 +207,109 @@ static void test_usage_error(void **state)
 			    "nibble: error: serve: no model (-m MODEL.nib) (see nibble serve --help)");
 }
 
+/* ---- --config FILE (runtime/base/argfile.h) ---------------------------- */
+
+static const struct option cfg_opts[] = {
+	{ "socket", required_argument, NULL, 's' }, { "slots", required_argument, NULL, 'n' },
+	{ "local-only", no_argument, NULL, 'l' },   { "ctx", optional_argument, NULL, 'c' },
+	{ "config", required_argument, NULL, 'C' }, { NULL, 0, NULL, 0 },
+};
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void test_config_file(void **state)
+{
+	char path[] = "/tmp/nb-test-argfile-XXXXXX";
+	char *argv[] = { "serve", "--config", path, "--slots", "9", NULL };
+	struct nb_argfile af;
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_true(fd >= 0);
+	close(fd);
+	write_file(path, "# a comment\n\n  socket = /run/x.sock  \r\nslots 2\n"
+			 "local-only\nlocal-only = off\nctx \"\"\n--socket=\"/a b\"\n");
+	assert_int_equal(nb_argfile_open(&af, "serve", 5, argv, cfg_opts), 0);
+	/* the file's words first, the command line's after (they win) */
+	assert_int_equal(af.argc, 5 + 5);
+	assert_string_equal(af.argv[0], "serve");
+	assert_string_equal(af.argv[1], "--socket=/run/x.sock");
+	assert_string_equal(af.argv[2], "--slots=2");
+	assert_string_equal(af.argv[3], "--local-only");
+	assert_string_equal(af.argv[4], "--ctx=");
+	assert_string_equal(af.argv[5], "--socket=/a b");
+	assert_string_equal(af.argv[6], "--config");
+	assert_string_equal(af.argv[8], "--slots");
+	assert_null(af.argv[10]);
+	nb_argfile_close(&af);
+	unlink(path);
+}
+
+static void test_config_file_errors(void **state)
+{
+	static const struct {
+		const char *text, *message;
+	} bad[] = {
+		{ "socket = x\nbogus = 1\n", "serve: @:2: unknown option 'bogus'" },
+		{ "config = other\n", "serve: @:1: unknown option 'config'" },
+		{ "slots\n", "serve: @:1: slots needs a value" },
+		{ "slots =\n", "serve: @:1: slots needs a value" },
+		{ "local-only = maybe\n", "serve: @:1: local-only takes no value (or true/false), not 'maybe'" },
+		{ "socket = \"/x\n", "serve: @:1: socket: unterminated quote" },
+		{ "socket = a\0b\n", "serve: --config @: not a text file" },
+	};
+	char path[] = "/tmp/nb-test-argfile-XXXXXX";
+	char *argv[] = { "serve", "--config=", NULL };
+	char arg[64], want[256];
+	struct nb_argfile af;
+	FILE *saved;
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(arg, sizeof(arg), "--config=%s", path);
+	argv[1] = arg;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fwrite(bad[i].text, 1, strlen(bad[i].text) + (strstr(bad[i].message, "text") ? 4 : 0), f);
+		fclose(f);
+		capture_begin(&saved);
+		assert_true(nb_argfile_open(&af, "serve", 2, argv, cfg_opts) < 0);
+		capture_end(saved);
+		const char *at = strchr(bad[i].message, '@');
+		snprintf(want, sizeof(want), "%.*s%s%s", (int)(at - bad[i].message), bad[i].message,
+			 path, at + 1);
+		assert_non_null(strstr(logged, want));
+		assert_null(af.argv);
+	}
+	unlink(path);
+	capture_begin(&saved);
+	assert_int_equal(nb_argfile_open(&af, "serve", 2, argv, cfg_opts), -NB_ENOENT);
+	capture_end(saved);
+	assert_non_null(strstr(logged, "No such file"));
+	/* without --config: the command line itself */
+	argv[1] = "--slots=3";
+	assert_int_equal(nb_argfile_open(&af, "serve", 2, argv, cfg_opts), 0);
+	assert_ptr_equal(af.argv, argv);
+	nb_argfile_close(&af);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_float_ranges),   cmocka_unit_test(test_open_interval),
 		cmocka_unit_test(test_whole_numbers),  cmocka_unit_test(test_choice),
 		cmocka_unit_test(test_getopt_messages), cmocka_unit_test(test_usage_error),
+		cmocka_unit_test(test_config_file),     cmocka_unit_test(test_config_file_errors),
 	};
 
 	nb_log_set_level(NB_LOG_INFO);
