@@ -147,7 +147,7 @@ else
 endif
 # A board build needs the cross compilers before its first object, a
 # sanitizer or fuzz build clang and cmocka.
-DEPS_BUILD := $(if $(filter 1,$(SANITIZE) $(FUZZ)),$(DEPS_TEST), \
+DEPS_BUILD := $(if $(filter 1,$(SANITIZE) $(FUZZ))$(CONFIG_BACKEND_OPENCL),$(DEPS_TEST), \
 	$(if $(CONFIG_ARCH_AARCH64),$(DEPS_CROSS),$(DEPS_HOST)))
 
 # SANITIZE=1: the glibc + ASan/UBSan build the unit tests use.
@@ -185,6 +185,9 @@ else
   TP_LIBS :=
 endif
 LDLIBS := -lcjson -lgpiod -lmbedtls -lmbedx509 -lmbedcrypto $(LDLIBS)
+ifeq ($(CONFIG_BACKEND_OPENCL),y)
+  LDLIBS += -lOpenCL
+endif
 
 # ---------------------------------------------------------------------------
 # Sources: each folder lists its objects in build.mk, obj-$(CONFIG_X) += x.o

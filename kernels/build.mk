@@ -4,6 +4,7 @@ obj-$(CONFIG_KERNEL_AVX512VNNI) += kernels/avx512vnni.o
 obj-$(CONFIG_KERNEL_NEON) += kernels/neon.o
 obj-$(CONFIG_KERNEL_NEON_DOTPROD) += kernels/neon_dotprod.o
 obj-$(CONFIG_KERNEL_NEON_I8MM) += kernels/neon_i8mm.o
+obj-$(CONFIG_BACKEND_OPENCL) += kernels/opencl.o
 
 # Only these files may use the newer instructions; the dispatch table keeps
 # them from running on a CPU without them.

@@ -5,10 +5,13 @@
 /* Every backend's table (each defined in its own file, built when its
  * option is on): a new backend is one name here and its entry below. */
 extern const struct nb_kernels nb_kernels_avx2, nb_kernels_avx512vnni, nb_kernels_neon,
-	nb_kernels_neon_dotprod, nb_kernels_neon_i8mm;
+	nb_kernels_neon_dotprod, nb_kernels_neon_i8mm, nb_kernels_opencl;
 
 /* Those built in, best first, the scalar reference last. */
 static const struct nb_kernels *const nb_backends[] = {
+#if IS_ENABLED(CONFIG_BACKEND_OPENCL)
+	&nb_kernels_opencl, /* a device, where there is one; else the next */
+#endif
 #if IS_ENABLED(CONFIG_KERNEL_NEON_I8MM)
 	&nb_kernels_neon_i8mm,
 #endif
@@ -39,7 +42,7 @@ const struct nb_kernels *nb_kernels_at(size_t i)
 
 bool nb_kernels_runs_on(const struct nb_kernels *k, const struct nb_cpu *cpu)
 {
-	return (k->requires & cpu->features) == k->requires;
+	return (k->requires & cpu->features) == k->requires && (!k->available || k->available());
 }
 
 const struct nb_kernels *nb_kernels_select(const struct nb_cpu *cpu, const char *name)

@@ -29,6 +29,10 @@ struct nb_kernels {
 	const char *name;
 	unsigned requires; /* NB_CPU_* bits the backend executes */
 	unsigned act_flags; /* NB_QACT_* the activations it is given should have */
+	/* Optional (NULL: the CPU features alone decide): whether the device
+	 * the backend drives is there and ready. The first call may set it up
+	 * (OpenCL builds its kernels); a false answer has logged why. */
+	bool (*available)(void);
 
 	/* The backend's kernel of each quantized type, at type - NB_QTYPE_MIN;
 	 * NULL: the scalar reference's (nb_kernels_mm_q calls the one that
@@ -58,6 +62,7 @@ extern const struct nb_kernels nb_kernels_scalar;
 size_t nb_kernels_count(void);
 const struct nb_kernels *nb_kernels_at(size_t i);
 
+/* The CPU has what k requires and k's device, if any, is available. */
 bool nb_kernels_runs_on(const struct nb_kernels *k, const struct nb_cpu *cpu);
 
 /* The best backend this CPU runs, or the one named (NULL if that one is

@@ -40,7 +40,7 @@ static void check_kernels(struct tally *t, const struct nb_cpu *cpu, uint64_t se
 
 		snprintf(what, sizeof(what), "kernels/%s", k->name);
 		if (!nb_kernels_runs_on(k, cpu)) {
-			printf("%-5s %-24s not supported by this CPU\n", "skip", what);
+			printf("%-5s %-24s not supported here\n", "skip", what);
 			continue;
 		}
 		ret = nb_check_backend(k, seed, &r);

@@ -18,8 +18,11 @@ CROSS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-dev:arm64 qemu-user-stat
 # loopback port) in front of the server's socket, update_https.sh serves images
 # over TLS with it, uplink.sh terminates the cloud's TLS with it (openssl makes
 # the test CAs and certificates; procps: pgrep -P finds its worker).
+# The OpenCL variant (board/x86_64_opencl) builds against the ICD loader and
+# its tests run on pocl's CPU device; clinfo shows what a machine offers.
 TEST="libcmocka-dev clang llvm libclang-rt-14-dev curl file tmux python3 util-linux
-nginx-light openssl procps"
+nginx-light openssl procps ocl-icd-opencl-dev ocl-icd-libopencl1 opencl-c-headers
+pocl-opencl-icd clinfo"
 case $set_name in
 host) PKGS=$HOST ;;
 cross) PKGS="$HOST $CROSS" ;;
