@@ -56,6 +56,7 @@ static int find_device(unsigned index, cl_device_id *dev, char *platform, size_t
 	cl_platform_id ids[16];
 	cl_uint np = 0;
 	cl_int e = clGetPlatformIDs(16, ids, &np);
+	const unsigned wanted = index;
 
 	if (e != CL_SUCCESS || np == 0) {
 		nb_warn("opencl: no platform (no ICD installed, error %d)", e);
@@ -74,7 +75,7 @@ static int find_device(unsigned index, cl_device_id *dev, char *platform, size_t
 		}
 		index -= nd < 16 ? nd : 16;
 	}
-	nb_warn("opencl: no device %u on %u platform(s)", index, np);
+	nb_warn("opencl: no device %u on %u platform(s)", wanted, np);
 	return -NB_ENOENT;
 }
 
@@ -101,8 +102,10 @@ static void log_build_failure(struct nb_ocl *o, cl_int e)
 
 	clGetProgramBuildInfo(o->program, o->device, CL_PROGRAM_BUILD_LOG, sizeof(text) - 1, text, &n);
 	text[sizeof(text) - 1] = '\0';
+	for (size_t i = strlen(text); i > 0 && (text[i - 1] == '\n' || text[i - 1] == ' '); i--)
+		text[i - 1] = '\0';
 	for (char *c = text; *c; c++)
-		if (*c == '\n' && c[1])
+		if (*c == '\n')
 			*c = ' ';
 	nb_warn("opencl: the kernels do not build for %s (error %d): %.300s", o->name, e, text);
 }

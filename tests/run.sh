@@ -75,6 +75,11 @@ for b in x86_64 rpi4 rpi5 jetson-orin-nano; do
 		printf '  %-34s %s\n' "" "$(file -b "build/t-$b/nibble" | cut -d, -f1-2,5)"
 done
 
+echo "OpenCL variant (glibc, pocl's CPU device):"
+config t-x86_64_opencl x86_64_opencl && build x86_64_opencl O=build/t-x86_64_opencl &&
+	build test_opencl O=build/t-x86_64_opencl "$PWD/build/t-x86_64_opencl/tests/test_opencl" &&
+	CMOCKA_MESSAGE_OUTPUT=TAP run test_opencl build/t-x86_64_opencl/tests/test_opencl
+
 echo "integration tests:"
 for t in tests/integration/*.sh; do
 	run "$(basename "$t" .sh)" sh "$t"
