@@ -241,6 +241,21 @@ refused "expired certificate" "certificate is not trusted: .*expired" "$P_EXP"
 refused "pin mismatch" "public key does not match the pinned SHA-256" "$P_GOOD" --uplink-pin "$badpin"
 refused "no client certificate" "the cloud answered 400: .*(No required SSL certificate|certificate)" "$P_MTLS"
 refused "nothing listening" "cannot connect to localhost:$P_CLOSED" "$P_CLOSED"
+# A cloud that accepts the connection and then says nothing: the connect
+# timeout (connect + handshake) ends the attempt, the request is served here.
+P_MUTE=$(freeport)
+python3 -c 'import socket,sys,time
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); held=[]
+open(sys.argv[2], "w").close()
+while True: held.append(s.accept()[0])' "$P_MUTE" "$tmp/mute.ready" &
+mute=$!
+for i in $(seq 100); do [ -e "$tmp/mute.ready" ] && break; sleep 0.05; done
+t0=$(date +%s)
+refused "a silent cloud (connect timeout 2 s)" "localhost: TLS handshake timed out" "$P_MUTE"
+check "... answered within the timeout and a margin ($(( $(date +%s) - t0 )) s <= 8)" \
+	test $(( $(date +%s) - t0 )) -le 8
+kill "$mute"; wait "$mute" 2>/dev/null
 start_board "$P_GOOD" --uplink-pin "$pin"
 check_output "the right pin is accepted" "^X-Nibble-Route: cloud\$" gen "{$ask_cloud}"
 stop_board
