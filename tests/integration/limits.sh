@@ -10,6 +10,13 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 "$NB" convert models/stories260K/stories260K.bin -o "$tmp/l.nib" 2> /dev/null
+# Signed by a key trusted here, so that a development build does not warn
+# of an unsigned image on top of the one line a usage error is.
+mkdir -m 0755 "$tmp/keys"
+"$NB" keygen -o "$tmp/keys/test.pem" > /dev/null
+export NIBBLE_KEYS_DIR="$tmp/keys" NIBBLE_VERIFY_RECORDS=
+cp "$tmp/l.nib" "$tmp/signed.nib"
+"$NB" sign -k "$tmp/keys/test.pem" "$tmp/signed.nib" > /dev/null
 
 # poke FILE OFFSET PRINTF-FORMAT: overwrite bytes of FILE in place.
 poke() {
@@ -39,7 +46,7 @@ check_output "--ctx sets it" "KV cache 5120 KiB" \
 	"$NB" run -m "$tmp/long.nib" -p Once -n 4 -v --ctx 4096
 check_usage "a --ctx above the model's context is a usage error naming --ctx" \
 	"run: --ctx 600: this model's context is at most 512 positions \(see nibble run --help\)" \
-	"$NB" run -m "$tmp/l.nib" -p Once -n 4 --ctx 600
+	"$NB" run -m "$tmp/signed.nib" -p Once -n 4 --ctx 600
 # 131072 positions take 168 MB of KV cache: more than a 100 MB address space.
 check_fails "a --ctx whose KV cache does not fit the memory is an error naming --ctx" 1 \
 	"--ctx 131072: 1 KV cache of 167\.8 MB does not fit the [0-9.]+ MB of memory available" \

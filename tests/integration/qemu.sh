@@ -54,6 +54,7 @@ for t in q4_g32 q4z_g128 q8_g32; do
 done
 # Group 64 on the CPU with every NEON backend: each equals scalar.
 "$NBX" quantize "$tmp/f32.nib" -o "$tmp/q4_g64.nib" --type q4_g64 2>/dev/null
+"$NBX" sign -k "$tmp/keys/test.pem" "$tmp/q4_g64.nib" > /dev/null
 check_output "rpi5 on max, q4_g64 model: logits equal scalar on every backend, x86 golden vector reproduced" \
 	"model/golden .*reproduced exactly.*selftest: [0-9]+ passed, 0 failed" \
 	sh -c "$Q -cpu max build/t-rpi5/nibble selftest -m $tmp/q4_g64.nib | tr '\n' ' '"
