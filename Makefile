@@ -262,7 +262,9 @@ $(BINARY).stripped: $(BINARY)
 
 # ---------------------------------------------------------------------------
 # Unit tests (cmocka) link every object but main.o into each test program.
-UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+# test_opencl needs the OpenCL variant (x86_64_opencl_defconfig), which runs it.
+UNIT_SRCS := $(filter-out $(if $(CONFIG_BACKEND_OPENCL),,tests/unit/test_opencl.c), \
+	$(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(objtree)/tests/%,$(UNIT_SRCS))
 
 $(objtree)/tests/%: tests/unit/%.c $(LIB_OBJS) $(CORE_HEADER) $(AUTOCONF)
