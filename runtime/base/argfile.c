@@ -1,6 +1,6 @@
-/* Options from a file: the file is read once and cut in place into words;
- * each option line becomes one "--name=value" (or "--name") word, which
- * getopt_long reads like the command line's. */
+/* Options from a file: the file is read once and cut into lines in place;
+ * each option line becomes one allocated "--name=value" (or "--name") word,
+ * which getopt_long reads like the command line's. */
 #include "runtime/base/argfile.h"
 #include "runtime/base/err.h"
 #include "runtime/base/log.h"
@@ -172,9 +172,8 @@ static int read_words(struct nb_argfile *af, const char *applet, const char *pat
 {
 	char *text, *line, *next;
 	unsigned line_no = 0;
-	int ret = 0;
+	int ret = read_all(applet, path, &text);
 
-	ret = read_all(applet, path, &text);
 	if (ret)
 		return ret;
 	af->words = calloc(NB_ARGFILE_MAX_BYTES / 2 + 1, sizeof(*af->words));
